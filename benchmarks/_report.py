@@ -1,0 +1,48 @@
+"""Write a benchmark's table into its own section of docs/benchmarks.md (other sections kept)."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import date
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nEach section is written by the script it names; re-run the command to refresh it.\n"
+
+
+def machine_description() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str, command: str, machine: str | None = None) -> Path:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+    from histoclr.io import atomic_write_text
+
+    text = DOC.read_text() if DOC.exists() else HEADER
+    section = (f"<!-- BEGIN {name} -->\n## {name}\n\n"
+               f"Command: `{command}`  \nMachine: {machine or machine_description()}  \n"
+               f"Date: {date.today().isoformat()}\n\n{body.rstrip()}\n<!-- END {name} -->\n")
+    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    atomic_write_text(DOC, text)
+    return DOC

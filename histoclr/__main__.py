@@ -1,0 +1,3 @@
+from histoclr.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The shared SimCLR core: loss, views, encoder/head, trainer. It knows no data set."""
