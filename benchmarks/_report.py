@@ -8,6 +8,8 @@ from datetime import date
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+RESULTS = DOC.parent / "results.md"
+RESULTS_HEADER = "# Results\n\nReal runs on the shared MoNuSeg/SVS data; each section names its exact command and machine.\n"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; re-run the command to refresh it.\n"
 
 
@@ -31,11 +33,12 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def write_section(name: str, body: str, command: str, machine: str | None = None) -> Path:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+def write_section(name: str, body: str, command: str, machine: str | None = None,
+                  doc: Path = DOC) -> Path:
+    """Replace (or append) the section ``name`` of ``doc`` (docs/benchmarks.md by default)."""
     from histoclr.io import atomic_write_text
 
-    text = DOC.read_text() if DOC.exists() else HEADER
+    text = doc.read_text() if doc.exists() else (HEADER if doc == DOC else RESULTS_HEADER)
     section = (f"<!-- BEGIN {name} -->\n## {name}\n\n"
                f"Command: `{command}`  \nMachine: {machine or machine_description()}  \n"
                f"Date: {date.today().isoformat()}\n\n{body.rstrip()}\n<!-- END {name} -->\n")
@@ -44,5 +47,5 @@ def write_section(name: str, body: str, command: str, machine: str | None = None
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip() + "\n\n" + section
-    atomic_write_text(DOC, text)
-    return DOC
+    atomic_write_text(doc, text)
+    return doc

@@ -16,6 +16,14 @@ from histoclr.errors import HistoclrError
 
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
+    # tile
+    # data
+    # pretrain
+    # finetune-seg
+    # predict
+    # seg-data
+    # ablate
+    # report
 }
 
 
