@@ -1,0 +1,189 @@
+"""`histoclr report`: mean and spread over seeds per ablation cell, as tables and plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from histoclr.errors import HistoclrError
+
+GROUP = ["init", "freeze", "label_fraction"]
+METRICS = ["best_val_dice", "val_iou", "val_aji", "train_time_s"]
+
+
+@dataclass
+class Report:
+    parent_run_id: str
+    runs: "object"      # pandas.DataFrame: one row per finished child run
+    summary: "object"   # pandas.DataFrame: one row per (init, freeze, label_fraction)
+    baseline: dict[str, float]
+    files: list[Path]
+
+
+def find_parent(client, experiment: str | None = None, parent_run_id: str | None = None) -> str:
+    """The sweep's parent run: given directly, or the newest parent in ``experiment``."""
+    from histoclr.ablation.sweep import SWEEP_TAG
+
+    if parent_run_id:
+        try:
+            client.get_run(parent_run_id)
+        except Exception:
+            raise HistoclrError(f"no run {parent_run_id} in the tracking store") from None
+        return parent_run_id
+    exp = client.get_experiment_by_name(experiment) if experiment else None
+    if exp is None:
+        raise HistoclrError(f"no MLflow experiment named {experiment!r} in the tracking store")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise HistoclrError(f"experiment {experiment!r} has no ablation sweep (run `histoclr ablate` first)")
+    return runs[0].info.run_id
+
+
+def collect_runs(client, parent_run_id: str):
+    """One row per FINISHED, non-skipped child: the shared params and final metrics."""
+    import pandas as pd
+
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                  max_results=10000)
+    rows = []
+    for r in children:
+        if r.info.status != "FINISHED" or r.data.tags.get("skipped") == "true":
+            continue
+        p, m = r.data.params, r.data.metrics
+        rows.append({"run_id": r.info.run_id, "init": p.get("init"), "freeze": p.get("freeze"),
+                     "label_fraction": float(p.get("label_fraction", "nan")),
+                     "num_labeled": p.get("num_labeled"), "seed": p.get("seed"),
+                     **{k: m.get(k, float("nan")) for k in METRICS}})
+    return pd.DataFrame(rows, columns=["run_id", *GROUP, "num_labeled", "seed", *METRICS])
+
+
+def summarize(runs):
+    """Mean, std and count over seeds per (init, freeze, label_fraction)."""
+    import pandas as pd
+
+    if runs.empty:
+        return pd.DataFrame(columns=[*GROUP, "n_seeds"])
+    g = runs.groupby(GROUP, sort=True)
+    out = g[METRICS].agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out.insert(0, "n_seeds", g.size())
+    return out.reset_index()
+
+
+def to_markdown(summary, baseline: dict[str, float]) -> str:
+    """A Markdown table (mean ± std) of the summary, plus the classical reference."""
+    lines = ["| init | freeze | labels | seeds | val Dice | val IoU | val AJI | train time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def pm(row, m, fmt="{:.3f}"):
+        mean, std = row[f"{m}_mean"], row[f"{m}_std"]
+        return fmt.format(mean) + ("" if std != std else " ± " + fmt.format(std))
+
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['init']} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
+                     f"{pm(r, 'best_val_dice')} | {pm(r, 'val_iou')} | {pm(r, 'val_aji')} | "
+                     f"{pm(r, 'train_time_s', '{:.0f}')} |")
+    if baseline:
+        lines.append(f"| classical (H-Otsu) | - | - | - | {baseline.get('dice', float('nan')):.3f} | "
+                     f"{baseline.get('iou', float('nan')):.3f} | {baseline.get('aji', float('nan')):.3f} | - |")
+    return "\n".join(lines) + "\n"
+
+
+def _short_init(init: str) -> str:
+    return "simclr" if init.startswith("simclr:") else init
+
+
+def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: str = "best_val_dice") -> Path:
+    """Validation Dice against label budget, one line per init/freeze, classical reference dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histoclr.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (init, freeze), df in summary.groupby(["init", "freeze"], sort=True):
+        df = df.sort_values("label_fraction")
+        ax.errorbar(df["label_fraction"] * 100, df[f"{metric}_mean"], yerr=df[f"{metric}_std"].fillna(0),
+                    marker="o", capsize=3, label=f"{_short_init(init)} / freeze {freeze}")
+    if "dice" in baseline and metric == "best_val_dice":
+        ax.axhline(baseline["dice"], color="grey", ls="--", label="classical H-Otsu")
+    ax.set_xlabel("labelled training images (%)")
+    ax.set_ylabel("validation Dice" if metric == "best_val_dice" else metric)
+    ax.set_title("Nucleus segmentation vs label budget (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(summary, baseline: dict[str, float], path: Path, metric: str = "best_val_dice") -> Path:
+    """Grouped bars: one group per label budget, one bar per init/freeze (the seeds' comparison)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from histoclr.io import atomic_path
+
+    arms = sorted({(i, f) for i, f in zip(summary["init"], summary["freeze"])})
+    budgets = sorted(summary["label_fraction"].unique())
+    width = 0.8 / max(len(arms), 1)
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(budgets) * max(len(arms), 1) * 0.5), 4.5))
+    x = np.arange(len(budgets))
+    for k, (init, freeze) in enumerate(arms):
+        sel = summary[(summary["init"] == init) & (summary["freeze"] == freeze)].set_index("label_fraction")
+        means = [sel[f"{metric}_mean"].get(b, np.nan) for b in budgets]
+        stds = [sel[f"{metric}_std"].get(b, np.nan) for b in budgets]
+        ax.bar(x + (k - (len(arms) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds), capsize=2,
+               label=f"{_short_init(init)} / {freeze}")
+    if "dice" in baseline and metric == "best_val_dice":
+        ax.axhline(baseline["dice"], color="grey", ls="--", label="classical H-Otsu")
+    ax.set_xticks(x, [f"{b:.0%}" for b in budgets])
+    ax.set_xlabel("label budget")
+    ax.set_ylabel("validation Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Ablation: init x freeze x label budget")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_id: str | None = None,
+                 tracking_uri: str | None = None, log_to_parent: bool = True) -> Report:
+    """Write ``summary.csv``, ``summary.md``, ``dice_vs_budget.png``, ``dice_bars.png`` to ``out_dir``."""
+    from mlflow.tracking import MlflowClient
+
+    from histoclr.io import atomic_write_text
+    from histoclr.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    parent = find_parent(client, experiment, parent_run_id)
+    runs = collect_runs(client, parent)
+    if runs.empty:
+        raise HistoclrError(f"sweep {parent} has no finished cells yet")
+    summary = summarize(runs)
+    pm = client.get_run(parent).data.metrics
+    baseline = {k[len("classical_"):]: v for k, v in pm.items() if k.startswith("classical_")}
+    out = Path(out_dir)
+    files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
+    atomic_write_text(files[0], runs.to_csv(index=False))
+    atomic_write_text(files[1], summary.to_csv(index=False))
+    atomic_write_text(files[2], to_markdown(summary, baseline))
+    files.append(plot_budget_curves(summary, baseline, out / "dice_vs_budget.png"))
+    files.append(plot_bars(summary, baseline, out / "dice_bars.png"))
+    if log_to_parent:
+        for f in files:
+            client.log_artifact(parent, str(f), artifact_path="report")
+    return Report(parent, runs, summary, baseline, files)

@@ -1,0 +1,36 @@
+"""`histoclr ablate`: the init x freeze x label-budget x seed grid as MLflow child runs."""
+
+from __future__ import annotations
+
+import click
+
+from histoclr.cli.options import tracking_uri_option
+
+
+@click.command("ablate")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@tracking_uri_option
+def ablate(config_path: str, overrides: tuple[str, ...], tracking_uri: str | None) -> None:
+    """Run (or resume) an ablation sweep from CONFIG (see configs/ablation/).
+
+    One MLflow parent run for the sweep and one child run per cell with the same params
+    (init, freeze, label_fraction, num_labeled, seed, encoder, pretrain_run_id) and final metrics
+    (best_val_dice, val_iou, val_aji, train_time_s). Re-running skips finished cells. Overrides
+    KEY=VALUE apply to the sweep config (seeds=[0,1]) or, prefixed with `finetune.`, to every
+    cell's fine-tuning config (finetune.train.steps=50). Exit status 1 if any cell failed.
+    """
+    from histoclr.ablation.sweep import run_sweep
+    from histoclr.config import load_config
+    from histoclr.config.ablation import AblationConfig
+
+    sweep_over = [o for o in overrides if not o.startswith("finetune.")]
+    cell_over = [o[len("finetune."):] for o in overrides if o.startswith("finetune.")]
+    cfg = load_config(AblationConfig, config_path, sweep_over)
+    res = run_sweep(cfg, cell_over, tracking_uri=tracking_uri, echo=click.echo)
+    click.echo(f"sweep {res.parent_run_id}: {len(res.finished)} ran, {len(res.reused)} already done, "
+               f"{len(res.skipped)} skipped, {len(res.failed)} failed")
+    for cell, msg in res.failed:
+        click.echo(f"  FAILED {cell.label}: {msg}", err=True)
+    if res.failed:
+        raise SystemExit(1)

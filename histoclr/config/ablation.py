@@ -1,0 +1,38 @@
+"""Typed defaults for `histoclr ablate`: the grid, the base fine-tuning config, tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from histoclr.errors import ConfigError
+
+
+@dataclass
+class AblationConfig:
+    experiment: str = "histoclr-ablation"
+    sweep_name: str = "ablation"
+    tracking_uri: Optional[str] = None
+    # Base fine-tuning config (a FinetuneConfig YAML) and overrides applied to every cell.
+    finetune_config: str = "configs/finetune/cpu.yaml"
+    finetune_overrides: List[str] = field(default_factory=list)
+    # The grid. init: random | imagenet | simclr:<backbone file or pretraining MLflow run id>
+    inits: List[str] = field(default_factory=lambda: ["random", "imagenet", "simclr:runs/pretrain_cpu/backbone.pt"])
+    freezes: List[str] = field(default_factory=lambda: ["none", "layer1-2", "all"])
+    label_fractions: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    imagenet_weights: Optional[str] = None
+    out_dir: str = "runs/ablation"
+    # Classical reference (haematoxylin Otsu) computed on the validation images, logged on the parent.
+    classical_baseline: bool = True
+
+    def validate(self) -> None:
+        for name in ("inits", "freezes", "label_fractions", "seeds"):
+            if not getattr(self, name):
+                raise ConfigError(f"ablation: '{name}' must list at least one value")
+        for init in self.inits:
+            if not (init in ("random", "imagenet") or init.startswith("simclr:")):
+                raise ConfigError(f"ablation: init {init!r} must be random, imagenet or simclr:<file or run id>")
+        for f in self.label_fractions:
+            if not 0 < f <= 1:
+                raise ConfigError(f"ablation: label fraction {f} must be in (0, 1]")
