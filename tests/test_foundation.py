@@ -53,6 +53,7 @@ def test_flatten():
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    tmp_path = tmp_path / "atomic"
     target = tmp_path / "out.txt"
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
