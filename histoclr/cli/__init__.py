@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     # seg-data
     # ablate
     # report
+    "ui": "histoclr.cli.ui:ui",
 }
 
 
