@@ -17,7 +17,7 @@ from histoclr.errors import HistoclrError
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
     # tile
-    # data
+    "data": "histoclr.cli.data:data",
     # pretrain
     # finetune-seg
     # predict

@@ -1,0 +1,1 @@
+"""Datasets on disk: data-root manifests (:mod:`histoclr.datasets.manifest`)."""
