@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     # pretrain
     # finetune-seg
     # predict
-    # seg-data
+    "seg-data": "histoclr.cli.seg_data:seg_data",
     # ablate
     # report
     "ui": "histoclr.cli.ui:ui",

@@ -1,0 +1,131 @@
+"""Typed defaults for nucleus-segmentation fine-tuning (`histoclr finetune-seg`, the ablation cells).
+
+DeepLabV3 (segmentation-models-pytorch) on a torchvision ResNet encoder initialised from a SimCLR
+backbone file (``init=simclr:PATH``), ImageNet weights (``imagenet``) or at random (``random``).
+Training uses random augmented crops at ``data.mpp`` microns per pixel; validation runs on the
+whole validation images by sliding window. Steps = ``train.epochs * train.steps_per_epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from histoclr.config.ssl import TrackingConfig
+from histoclr.errors import ConfigError
+
+ENCODERS = ("resnet18", "resnet34", "resnet50")     # histoclr.ssl.model.ENCODER_ARCHS
+ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
+OPTIMIZERS = ("adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class SegModelConfig:
+    encoder: str = "resnet50"
+    architecture: str = "deeplabv3"     # deeplabv3 | deeplabv3plus
+    output_stride: int = 16             # 8 or 16 (dilated layer4 / layer3+4)
+    classes: int = 2                    # 2: softmax, cross-entropy + Dice | 1: sigmoid, BCE + Dice
+    decoder_channels: int = 256
+    dice_weight: float = 1.0            # loss = CE (or BCE) + dice_weight * Dice
+
+
+@dataclass
+class SegDataConfig:
+    mpp: Optional[float] = 0.5          # microns per pixel the model sees (None: native resolution)
+    crop_size: int = 256                # training crop and validation/prediction window (pixels)
+    augment: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class SegTrainConfig:
+    epochs: int = 10
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    optimizer: str = "adamw"            # adamw | sgd (momentum 0.9)
+    lr: float = 1e-3                    # decoder/head LR; unfrozen encoder stages get lr * encoder_lr_mult
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01          # cosine floor as a fraction of the peak LR
+    grad_clip: float = 0.0              # max global grad norm; 0 = off
+    patience: int = 0                   # early stopping after this many epochs without a better val Dice; 0 = off
+    val_overlap: float = 0.25           # sliding-window overlap (fraction of the window)
+    val_batch_size: int = 4
+    overlays: int = 3                   # validation images drawn as overlay PNGs at the best epoch
+    resume: bool = True                 # continue from out_dir/last.pt when it belongs to the same config
+    device: str = "auto"                # auto | cpu | cuda
+
+
+@dataclass
+class FinetuneConfig:
+    init: str = "random"                # random | imagenet | simclr:PATH (a backbone file)
+    imagenet_weights: Optional[str] = None
+    freeze: str = "none"                # none | all | stem,layer1-2 ... (histoclr.seg.freeze)
+    encoder_lr_mult: float = 1.0
+    num_labeled: Optional[int] = None   # labelled training images (at most one of the two sizes)
+    label_fraction: Optional[float] = None
+    seed: int = 0
+    out_dir: str = "runs/finetune"
+    pairs: str = "data_manifests/monuseg2018_seg_pairs.csv"
+    data_root: str = "../shared/data"
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="histoclr-finetune"))
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid key."""
+        from histoclr.seg.freeze import parse_freeze_spec
+
+        m, d, t = self.model, self.data, self.train
+        if not (self.init in ("random", "imagenet") or (self.init.startswith("simclr:") and len(self.init) > 7)):
+            raise ConfigError(f"init={self.init!r} must be random, imagenet or simclr:PATH")
+        try:
+            parse_freeze_spec(self.freeze)
+        except ValueError as e:
+            raise ConfigError(f"freeze: {e}") from None
+        if self.encoder_lr_mult < 0:
+            raise ConfigError(f"encoder_lr_mult must be >= 0, got {self.encoder_lr_mult}")
+        if self.num_labeled is not None and self.label_fraction is not None:
+            raise ConfigError("give at most one of num_labeled and label_fraction")
+        if self.num_labeled is not None and self.num_labeled < 1:
+            raise ConfigError(f"num_labeled must be >= 1, got {self.num_labeled}")
+        if self.label_fraction is not None and not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        _choice("model.encoder", m.encoder, ENCODERS)
+        _choice("model.architecture", m.architecture, ARCHITECTURES)
+        _choice("train.optimizer", t.optimizer, OPTIMIZERS)
+        _choice("train.device", t.device, DEVICES)
+        if m.output_stride not in (8, 16):
+            raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
+        if m.classes not in (1, 2):
+            raise ConfigError(f"model.classes must be 1 (sigmoid) or 2 (softmax), got {m.classes}")
+        if m.dice_weight < 0 or m.decoder_channels < 1:
+            raise ConfigError("model: dice_weight must be >= 0 and decoder_channels >= 1")
+        if d.mpp is not None and d.mpp <= 0:
+            raise ConfigError(f"data.mpp must be > 0 (or null for native resolution), got {d.mpp}")
+        if d.crop_size < 32 or d.crop_size % 32:
+            raise ConfigError(f"data.crop_size must be a multiple of 32 (>= 32), got {d.crop_size}")
+        if d.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
+        for key, value in (("train.epochs", t.epochs), ("train.steps_per_epoch", t.steps_per_epoch),
+                           ("train.val_batch_size", t.val_batch_size)):
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if t.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be >= 2 (the ASPP pooling branch uses BatchNorm), "
+                              f"got {t.batch_size}")
+        if t.lr <= 0 or t.weight_decay < 0 or t.grad_clip < 0:
+            raise ConfigError("train: lr must be > 0, weight_decay and grad_clip >= 0")
+        if t.warmup_steps < 0 or t.patience < 0 or t.overlays < 0:
+            raise ConfigError("train: warmup_steps, patience and overlays must be >= 0")
+        if not 0 <= t.min_lr_ratio <= 1:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+        if not 0 <= t.val_overlap < 1:
+            raise ConfigError(f"train.val_overlap must be in [0, 1), got {t.val_overlap}")
+
+
+def _choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

@@ -1,0 +1,176 @@
+"""DeepLabV3 / DeepLabV3+ (segmentation-models-pytorch) on a ResNet encoder, its initialisation
+from a SimCLR backbone file / ImageNet / random, and the segmentation checkpoint file.
+
+The smp ResNet encoder has torchvision's keys (``conv1.*``, ``bn1.*``, ``layer1.*`` ...), so a
+histoclr backbone file loads into ``SegNet.encoder`` strictly, key for key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from histoclr.errors import HistoclrError, InputFileError
+
+CHECKPOINT_FORMAT = "histoclr-seg-model"
+CHECKPOINT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegModelSpec:
+    """Everything needed to rebuild the network (stored in every checkpoint)."""
+
+    encoder: str = "resnet18"
+    architecture: str = "deeplabv3"     # deeplabv3 | deeplabv3plus
+    output_stride: int = 16
+    classes: int = 2
+    decoder_channels: int = 256
+
+
+class SegNet(nn.Module):
+    """An smp segmentation model whose frozen encoder stages keep BatchNorm in eval mode.
+
+    ``forward(x: (B, 3, H, W)) -> logits (B, classes, H, W)``; ``H, W`` divisible by the output stride.
+    """
+
+    def __init__(self, spec: SegModelSpec):
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        archs = {"deeplabv3": smp.DeepLabV3, "deeplabv3plus": smp.DeepLabV3Plus}
+        if spec.architecture not in archs:
+            raise ValueError(f"unknown architecture {spec.architecture!r}; choose one of {', '.join(archs)}")
+        if spec.classes not in (1, 2):
+            raise ValueError(f"classes must be 1 or 2, got {spec.classes}")
+        self.spec = spec
+        self.net = archs[spec.architecture](
+            encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=spec.output_stride,
+            decoder_channels=spec.decoder_channels, classes=spec.classes)
+        self.frozen_stages: frozenset[str] = frozenset()
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> "SegNet":
+        from histoclr.seg.freeze import keep_frozen_norms_in_eval
+
+        super().train(mode)
+        if mode:
+            keep_frozen_norms_in_eval(self)
+        return self
+
+
+def build_seg_model(encoder: str = "resnet18", architecture: str = "deeplabv3", output_stride: int = 16,
+                    classes: int = 2, decoder_channels: int = 256) -> SegNet:
+    """A randomly initialised :class:`SegNet` (smp with ``encoder_weights=None``)."""
+    return SegNet(SegModelSpec(encoder, architecture, output_stride, classes, decoder_channels))
+
+
+def init_encoder(model: SegNet, init: str, imagenet_weights: str | Path | None = None) -> dict[str, str]:
+    """Initialise ``model.encoder`` from ``init`` (``random`` | ``imagenet`` | ``simclr:PATH``).
+
+    Returns ``{"init_source": ..., "pretrain_run_id": ...}`` (run id from the backbone metadata,
+    else ``"none"``).
+
+    Raises:
+        HistoclrError: unreadable/missing file, an architecture mismatch, keys or shapes that do
+            not match (all listed), or ImageNet weights unavailable offline.
+    """
+    from histoclr.ssl.model import imagenet_state_dict, load_backbone
+
+    arch = model.spec.encoder
+    if init == "random":
+        return {"init_source": "random", "pretrain_run_id": "none"}
+    if init == "imagenet":
+        sd = imagenet_state_dict(arch, imagenet_weights)
+        source = str(imagenet_weights) if imagenet_weights else f"torchvision {arch} IMAGENET1K_V1"
+        _load(model, sd, source, imagenet_weights)
+        return {"init_source": source, "pretrain_run_id": "none"}
+    if init.startswith("simclr:") and len(init) > len("simclr:"):
+        path = Path(init.split(":", 1)[1])
+        backbone = load_backbone(path)
+        if backbone.arch != arch:
+            raise InputFileError(path, f"backbone is a {backbone.arch} but the segmentation model's "
+                                 f"encoder is {arch}; set model.encoder={backbone.arch} or use a "
+                                 f"{arch} backbone")
+        _load(model, backbone.state_dict, f"backbone file {path}", path)
+        run_id = backbone.metadata.get("run_id")
+        return {"init_source": str(path), "pretrain_run_id": str(run_id) if run_id else "none"}
+    raise ValueError(f"init {init!r} must be random, imagenet or simclr:PATH")
+
+
+def _load(model: SegNet, sd: Mapping[str, torch.Tensor], source: str, path) -> None:
+    from histoclr.ssl.model import load_state_dict_strict
+
+    try:
+        load_state_dict_strict(model.encoder, sd, source)
+    except ValueError as e:
+        if path is not None:
+            raise InputFileError(path, str(e)) from None
+        raise HistoclrError(str(e)) from None
+
+
+# --------------------------------------------------------------------------- checkpoint file
+@dataclass
+class SegCheckpoint:
+    """A trained model and what prediction needs to use it like training did."""
+
+    model: SegNet
+    mpp: float | None               # microns per pixel the model works at (None: native)
+    window: int                     # sliding-window size in pixels
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    metadata: dict[str, Any]
+
+
+def save_seg_checkpoint(path: str | Path, model: SegNet, *, mpp: float | None, window: int,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write the model's weights, spec, mpp, window and normalisation atomically."""
+    from histoclr.io import atomic_save
+
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": asdict(model.spec),
+               "state_dict": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
+               "mpp": mpp, "window": int(window), "mean": list(mean), "std": list(std),
+               "metadata": dict(metadata or {})}
+    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    return Path(path)
+
+
+def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> SegCheckpoint:
+    """Rebuild the model of a checkpoint written by :func:`save_seg_checkpoint` (eval mode).
+
+    Raises:
+        InputFileError: missing, unreadable, or not a histoclr segmentation checkpoint.
+    """
+    from histoclr.ssl.model import load_state_dict_strict
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "model checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputFileError(path, f"cannot read checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputFileError(path, "not a histoclr segmentation model (use best.pt written by "
+                             "`histoclr finetune-seg`)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputFileError(path, f"checkpoint version {payload.get('version')} is not supported")
+    model = SegNet(SegModelSpec(**payload["spec"]))
+    try:
+        load_state_dict_strict(model.net, payload["state_dict"], f"checkpoint {path}")
+    except ValueError as e:
+        raise InputFileError(path, str(e)) from None
+    model.to(device).eval()
+    return SegCheckpoint(model, payload["mpp"], payload["window"], tuple(payload["mean"]),
+                         tuple(payload["std"]), payload.get("metadata", {}))

@@ -1,0 +1,535 @@
+"""The SimCLR trainer shared by `histoclr pretrain` (histology tiles) and the STL-10 pipeline.
+
+Reads top to bottom as a recipe: distributed init, seeding, data, model, optimizer + schedule,
+mixed precision, loss, resume, then the training loop with checkpoints and MLflow tracking.
+
+Reproducibility: every sample's augmentation is seeded from ``(seed, epoch, index)`` and the
+epoch's order from ``(seed, epoch)``, so the views do not depend on the number of DataLoader
+workers, on the number of processes, or on where a run was resumed: on CPU, N steps in one go
+and N/2 steps + resume + N/2 steps give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from histoclr.config.loader import config_to_dict, flatten, save_config
+from histoclr.config.ssl import SSLConfig
+from histoclr.errors import HistoclrError, InputFileError
+from histoclr.io import atomic_save
+from histoclr.ssl import distributed as dist_utils
+from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
+
+CHECKPOINT_FORMAT = "histoclr-ssl-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`SimCLRTrainer.fit` returns (on every rank; ``run_id`` is rank 0's run)."""
+
+    metrics: dict
+    backbone_path: Path
+    checkpoint_path: Path
+    run_id: str | None
+    model: SimCLRModel
+
+
+# --------------------------------------------------------------------------- data helpers
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset item ``index`` in ``epoch`` (uint32)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` (shuffle, drop_last) that yields ``(index, sample_seed)`` pairs
+    and can start mid-epoch.
+
+    The epoch's permutation depends only on ``(seed, epoch)``; rank ``r`` takes every
+    ``world_size``-th item, so the union of the ranks' batches at step ``k`` is the same set of
+    items as batch ``k`` of a single process with the global batch size.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=True)
+        self.batch_size = batch_size
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.batch_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())[self.start_batch * self.batch_size:]
+        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_batch * self.batch_size
+
+
+class SeededDataset(Dataset):
+    """``dataset[index]`` computed with every RNG seeded from the sampler's per-item seed.
+
+    Seeds Python ``random``, NumPy, torch, and the albumentations pipelines of the dataset
+    (via :func:`histoclr.ssl.augment.seed_transforms`). In the main process (``num_workers=0``)
+    the global RNG states are restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        in_main = torch.utils.data.get_worker_info() is None
+        saved = _rng_state() if in_main else None
+        try:
+            _seed_everything(seed)
+            _seed_transforms(self.dataset, seed)
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                _set_rng_state(saved)
+
+
+def _seed_transforms(dataset: Any, seed: int) -> None:
+    from histoclr.ssl.augment import seed_transforms
+
+    seed_transforms(dataset, seed)
+
+
+def split_views(batch) -> list[torch.Tensor]:
+    """The collated views ``[(B, 3, S, S)] * n_views`` of a batch of ``views`` or ``(views, x)``."""
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return list(batch)
+    if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[0], (list, tuple)):
+        return list(batch[0])
+    raise ValueError("a dataset item must be a list of view tensors (3, S, S) or a tuple (views, anything)")
+
+
+# --------------------------------------------------------------------------- RNG helpers
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    """All global RNG states, as tensors/ints only (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# --------------------------------------------------------------------------- the trainer
+class SimCLRTrainer:
+    """Pretrain a :class:`SimCLRModel` on ``dataset`` with NT-Xent (one process or DDP).
+
+    Args:
+        cfg: the run's configuration (validated here).
+        dataset: item ``i`` is a list of ``n_views`` tensors ``(3, S, S)`` or ``(views, anything)``.
+        extra_params: logged as MLflow params besides the flattened config.
+        extra_tags: MLflow tags.
+        on_end: ``on_end(trainer, mlflow_module_or_None) -> dict | None``, called on rank 0 after
+            training inside the MLflow run; a returned dict is logged as metrics.
+        preview_images: HWC uint8 images drawn through the view recipe into ``views_preview.png``.
+        model: start from this model instead of a fresh ``SimCLRModel(cfg.model...)``.
+    """
+
+    def __init__(self, cfg: SSLConfig, dataset: Dataset, *, extra_params: dict | None = None,
+                 extra_tags: dict | None = None,
+                 on_end: Callable[["SimCLRTrainer", Any], dict | None] | None = None,
+                 preview_images: list[np.ndarray] | None = None, model: SimCLRModel | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.dataset = dataset
+        self.extra_params = dict(extra_params or {})
+        self.extra_tags = dict(extra_tags or {})
+        self.on_end = on_end
+        self.preview_images = preview_images
+        self.out_dir = Path(cfg.out_dir)
+        self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
+        self.backbone_path = self.out_dir / "backbone.pt"
+        self.model: SimCLRModel | None = model      # unwrapped model (set in fit)
+        self.step = 0
+        self.epoch = 0
+        self.run_id: str | None = None
+        self.last_logged: dict = {}
+        self.dist: dist_utils.DistInfo | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, resume: str | Path | None = None) -> TrainResult:
+        """Train to ``cfg.train.max_steps``; ``resume`` is a checkpoint path or ``"auto"``."""
+        cfg, tc = self.cfg, self.cfg.train
+        owns_group = not torch.distributed.is_initialized()
+
+        # ============ distributed ============
+        self.dist = dist = dist_utils.init_distributed(tc.device)
+        device = dist.device
+        try:
+            if tc.precision == "fp16" and device.type != "cuda":
+                raise HistoclrError("train.precision=fp16 needs a CUDA GPU; use bf16 or 32 on CPU")
+            if tc.sync_batchnorm and dist.distributed and device.type != "cuda":
+                raise HistoclrError("train.sync_batchnorm needs CUDA (torch has no CPU SyncBatchNorm); "
+                                    "set train.sync_batchnorm=false for CPU runs")
+            ckpt = self._read_checkpoint(resume)
+
+            # ============ seeding ============
+            _seed_everything(tc.seed)
+            if tc.deterministic:
+                import os
+
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.use_deterministic_algorithms(True)
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            elif device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+
+            # ============ data ============
+            global_batch = tc.batch_size * dist.world_size
+            if len(self.dataset) < global_batch:  # type: ignore[arg-type]
+                raise HistoclrError(f"the dataset has {len(self.dataset)} images, fewer than one global "
+                                    f"batch ({global_batch}); lower train.batch_size")
+            sampler = EpochSampler(self.dataset, dist.world_size, dist.rank, tc.seed, tc.batch_size)
+            loader = self._build_loader(sampler, device)
+
+            # ============ model ============
+            model = self.model if self.model is not None else SimCLRModel(
+                cfg.model.arch, cfg.model.proj_hidden_dim, cfg.model.proj_out_dim, cfg.model.proj_layers)
+            if tc.sync_batchnorm and dist.distributed:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = model.to(device)
+            if tc.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.model = model
+            net: torch.nn.Module = model
+            if dist.distributed:
+                net = torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None)
+            if tc.compile:
+                net = torch.compile(net)
+
+            # ============ optimizer & schedule ============
+            from histoclr.ssl.optim import build_optimizer, build_schedule
+
+            self.optimizer = build_optimizer(model, cfg.optim, global_batch)
+            self.scheduler = build_schedule(self.optimizer, cfg.optim, tc.max_steps)
+
+            # ============ mixed precision ============
+            amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(tc.precision))
+            self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype \
+                else contextlib.nullcontext
+            self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+
+            # ============ loss ============
+            from histoclr.ssl.loss import NTXentLoss
+
+            self.criterion = NTXentLoss(cfg.loss.temperature, gather_distributed=dist.distributed)
+
+            # ============ resume ============
+            self.step, self.epoch, self._batch_in_epoch, self._saved_step = 0, 0, 0, None
+            if ckpt is not None:
+                self._restore(ckpt, sampler.batches_per_epoch)
+
+            # ============ train ============
+            with self._tracking(ckpt) as mlflow_mod:
+                metrics = self._train(net, loader, sampler, global_batch, mlflow_mod)
+                result = self._finish(metrics, mlflow_mod)
+            return result
+        finally:
+            if owns_group:
+                dist_utils.cleanup()
+
+    # ------------------------------------------------------------------ building blocks
+    def _build_loader(self, sampler: EpochSampler, device: torch.device) -> DataLoader:
+        from histoclr.ssl.augment import augment_worker_init_fn
+
+        tc = self.cfg.train
+        workers = tc.num_workers
+        return DataLoader(
+            SeededDataset(self.dataset), batch_size=tc.batch_size, sampler=sampler, drop_last=True,
+            num_workers=workers, pin_memory=tc.pin_memory and device.type == "cuda",
+            worker_init_fn=augment_worker_init_fn if workers else None,
+            persistent_workers=tc.persistent_workers and workers > 0,
+            prefetch_factor=tc.prefetch_factor if workers else None,
+            # the workers' base seed comes from here, not from the global torch RNG
+            generator=torch.Generator().manual_seed(tc.seed))
+
+    def train_one_epoch(self, net: torch.nn.Module, loader: DataLoader, global_batch: int,
+                        mlflow_mod: Any, pbar: Any) -> dict:
+        """Train over ``loader`` (or until ``max_steps``); returns the epoch's mean metrics.
+
+        Each step: views ``[(B, 3, S, S)] * 2`` -> ``z (2B, D)`` -> NT-Xent -> update.
+        """
+        from histoclr.ssl.loss import ranking_metrics
+
+        tc, device = self.cfg.train, self.dist.device
+        net.train()
+        images_per_step = 2 * global_batch
+        losses: list[float] = []
+        window_t0, window_steps = time.perf_counter(), 0
+        epoch_t0 = window_t0
+        last: dict = {}
+        for batch in loader:
+            views = split_views(batch)
+            x = torch.cat(views[:2]).to(device, non_blocking=True)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                _, z = net(x)
+            z1, z2 = z.float().chunk(2)
+            loss = self.criterion(z1, z2)
+            loss_global = dist_utils.all_reduce_mean(loss.detach()).item()
+            if not math.isfinite(loss_global):
+                raise HistoclrError(
+                    f"training diverged at step {self.step + 1}: loss is {loss_global} "
+                    f"(lr {self.scheduler.get_last_lr()[0]:.3g}); lower optim.lr or use train.precision=32")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+            self.step += 1
+            self._batch_in_epoch += 1
+            losses.append(loss_global)
+            window_steps += 1
+
+            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                with torch.no_grad():
+                    top1 = ranking_metrics(z1.detach(), z2.detach())["top1"]
+                top1 = float(dist_utils.all_reduce_mean(torch.tensor(float(top1), device=device)))
+                elapsed = time.perf_counter() - window_t0
+                last = {"loss": loss_global, "top1": top1, "lr": lr,
+                        "images_per_s": images_per_step * window_steps / max(elapsed, 1e-9)}
+                self.last_logged = dict(last)
+                if mlflow_mod is not None:
+                    mlflow_mod.log_metrics(last, step=self.step)
+                window_t0, window_steps = time.perf_counter(), 0
+            if pbar is not None:
+                pbar.update(1)
+                if last:
+                    pbar.set_postfix(loss=f"{loss_global:.4f}", img_s=f"{last['images_per_s']:.1f}")
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.max_steps:
+                self.save_checkpoint()
+            if self.step >= tc.max_steps:
+                break
+        epoch_s = time.perf_counter() - epoch_t0
+        return {"loss": float(np.mean(losses)) if losses else float("nan"), "steps": len(losses),
+                "images_per_s": images_per_step * len(losses) / max(epoch_s, 1e-9), **(
+                    {"top1": last["top1"]} if last else {})}
+
+    def _train(self, net, loader, sampler: EpochSampler, global_batch: int, mlflow_mod) -> dict:
+        tc = self.cfg.train
+        pbar = None
+        if self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            pbar = tqdm(total=tc.max_steps, initial=self.step, desc="pretrain", unit="step",
+                        dynamic_ncols=True)
+        t0, steps0 = time.perf_counter(), self.step
+        epoch_metrics: dict = {}
+        try:
+            while self.step < tc.max_steps:
+                sampler.set_epoch(self.epoch, self._batch_in_epoch)
+                epoch_metrics = self.train_one_epoch(net, loader, global_batch, mlflow_mod, pbar)
+                if self._batch_in_epoch >= sampler.batches_per_epoch:
+                    self.epoch, self._batch_in_epoch = self.epoch + 1, 0
+        finally:
+            if pbar is not None:
+                pbar.close()
+        start_batch = self._batch_in_epoch
+        elapsed = time.perf_counter() - t0
+        out = {"steps": self.step, "epochs": self.epoch + start_batch / max(1, sampler.batches_per_epoch),
+               "train_time_s": elapsed,
+               "images_per_s_mean": 2 * global_batch * (self.step - steps0) / max(elapsed, 1e-9)}
+        out.update(self.last_logged)   # loss, top1, lr, images_per_s of the last log window
+        out["epoch_loss"] = epoch_metrics.get("loss", float("nan"))
+        return out
+
+    def _finish(self, metrics: dict, mlflow_mod) -> TrainResult:
+        dist = self.dist
+        if self._saved_step != self.step:
+            self.save_checkpoint()
+        if dist.is_main:
+            meta = {"config": config_to_dict(self.cfg), "run_id": self.run_id, "step": self.step,
+                    "git_commit": _git_commit()}
+            save_backbone(self.backbone_path, self.model.encoder, self.cfg.model.arch, metadata=meta)
+            if mlflow_mod is not None:
+                mlflow_mod.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()}, step=self.step)
+                mlflow_mod.log_artifact(str(self.backbone_path))
+                mlflow_mod.log_artifact(str(self.checkpoint_path), artifact_path="checkpoints")
+            if self.on_end is not None:
+                extra = self.on_end(self, mlflow_mod) or {}
+                if extra and mlflow_mod is not None:
+                    mlflow_mod.log_metrics({k: float(v) for k, v in extra.items()}, step=self.step)
+                metrics.update(extra)
+        dist_utils.barrier()
+        metrics = dist_utils.broadcast_object(metrics)
+        run_id = dist_utils.broadcast_object(self.run_id)
+        return TrainResult(metrics, self.backbone_path, self.checkpoint_path, run_id, self.model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write ``<out_dir>/checkpoints/last.pt`` (rank 0; every rank takes part in gathering)."""
+        epoch, start_batch = self.epoch, self._batch_in_epoch
+        rng = [_rng_state()]
+        if self.dist.distributed:
+            rng = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(rng, _rng_state())
+        if self.dist.is_main:
+            state = {
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "step": self.step, "epoch": epoch,
+                "sampler": {"seed": self.cfg.train.seed, "epoch": epoch, "batch_in_epoch": start_batch,
+                            "world_size": self.dist.world_size, "batch_size": self.cfg.train.batch_size},
+                "rng": rng, "config": config_to_dict(self.cfg), "git_commit": _git_commit(),
+                "run_id": self.run_id,
+            }
+            atomic_save(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        self._saved_step = self.step
+        dist_utils.barrier()
+        return self.checkpoint_path
+
+    def _read_checkpoint(self, resume: str | Path | None) -> dict | None:
+        if resume is None:
+            return None
+        if str(resume) == "auto":
+            if not self.checkpoint_path.is_file():
+                return None
+            resume = self.checkpoint_path
+        path = Path(resume)
+        ckpt = load_checkpoint(path)
+        saved = ckpt["sampler"]
+        if (saved["world_size"], saved["batch_size"]) != (self.dist.world_size, self.cfg.train.batch_size):
+            raise InputFileError(path, f"written with {saved['world_size']} process(es) x batch "
+                                       f"{saved['batch_size']}; this run has {self.dist.world_size} x "
+                                       f"{self.cfg.train.batch_size} (exact resume needs the same data order)")
+        self._resume_path = path
+        return ckpt
+
+    def _restore(self, ckpt: dict, batches_per_epoch: int) -> None:
+        path = self._resume_path
+        try:
+            load_state_dict_strict(self.model, ckpt["model"], source=str(path))
+        except ValueError as e:
+            raise InputFileError(path, str(e)) from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        start_batch = int(ckpt["sampler"]["batch_in_epoch"])
+        if start_batch >= batches_per_epoch:
+            self.epoch, start_batch = self.epoch + 1, 0
+        rng = ckpt["rng"]
+        _set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
+        self.run_id = ckpt.get("run_id")
+        self._batch_in_epoch = start_batch
+        if path.resolve() == self.checkpoint_path.resolve():
+            self._saved_step = self.step
+
+    # ------------------------------------------------------------------ tracking
+    @contextlib.contextmanager
+    def _tracking(self, ckpt: dict | None):
+        """Rank 0 with tracking enabled: an MLflow run (the checkpoint's run when it still exists)."""
+        tr = self.cfg.tracking
+        if not (self.dist.is_main and tr.enabled):
+            yield None
+            return
+        import mlflow
+
+        from histoclr.tracking import mlflow_run, resolve_tracking_uri
+
+        run_id = self.run_id if ckpt is not None else None
+        if run_id is not None:
+            from mlflow.tracking import MlflowClient
+
+            try:
+                MlflowClient(resolve_tracking_uri(tr.tracking_uri)).get_run(run_id)
+            except Exception:
+                run_id = None   # the checkpoint's run is not in this store: start a new one
+        params = flatten(config_to_dict(self.cfg))
+        params.update(self.extra_params)
+        params.update({"global_batch": self.cfg.train.batch_size * self.dist.world_size,
+                       "world_size": self.dist.world_size})
+        tags = {"stage": "pretrain", **self.extra_tags}
+        with mlflow_run(tr.experiment, tr.run_name, tr.tracking_uri, params=params, tags=tags,
+                        run_id=run_id) as run:
+            self.run_id = run.info.run_id
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out_dir / "config.yaml")
+            mlflow.log_artifact(str(self.out_dir / "config.yaml"))
+            if self.preview_images and ckpt is None:
+                mlflow.log_artifact(str(self.save_preview()))
+            yield mlflow
+
+    def save_preview(self) -> Path:
+        """``<out_dir>/views_preview.png``: ``preview_images`` through the configured view recipe."""
+        from histoclr.ssl.augment import build_views, save_view_preview
+
+        v = self.cfg.views
+        transform = build_views(v.recipe, image_size=v.image_size, **v.params)
+        path = self.out_dir / "views_preview.png"
+        save_view_preview(list(self.preview_images), transform, path)
+        return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a trainer checkpoint (``weights_only``); InputFileError when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputFileError(path, f"cannot read checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputFileError(path, "not a histoclr SimCLR checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise InputFileError(path, f"checkpoint version {ckpt.get('version')} is not supported")
+    return ckpt
+
+
+def _git_commit() -> str:
+    from histoclr.tracking import git_commit
+
+    return git_commit() or "unknown"

@@ -1,0 +1,102 @@
+"""STL-10 loading through torchvision on a tiny data set written in the official binary layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from histoclr.errors import HistoclrError, InputFileError
+from histoclr.stl10 import STL10Labeled, STL10Views, load_stl10
+
+CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+
+def write_tiny_stl10(root: Path, n_unlabeled: int = 8, n_train_per_class: int = 3,
+                     n_test_per_class: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Write ``root/stl10_binary/`` as the STL-10 release does; return the HWC images per split.
+
+    Each image is stored channel by channel, each channel column-major (the Matlab/Fortran order
+    torchvision undoes with ``reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)``); labels are 1..10.
+    Labelled images get a class-dependent brightness so that a linear probe has signal.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    out = {}
+
+    def images(labels: np.ndarray | None, n: int) -> np.ndarray:
+        x = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
+        if labels is not None:
+            x = (x // 4 + (labels * 20)[:, None, None, None]).astype(np.uint8)
+        return x
+
+    def write_x(name: str, hwc: np.ndarray) -> None:
+        (folder / name).write_bytes(hwc.transpose(0, 3, 2, 1).tobytes())  # (N, C, W, H) = column-major
+
+    out["unlabeled"] = images(None, n_unlabeled)
+    write_x("unlabeled_X.bin", out["unlabeled"])
+    for split, n in (("train", n_train_per_class), ("test", n_test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(10), n))
+        out[split] = images(labels, len(labels))
+        out[f"{split}_labels"] = labels
+        write_x(f"{split}_X.bin", out[split])
+        (folder / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
+    (folder / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
+    n_train = 10 * n_train_per_class
+    (folder / "fold_indices.txt").write_text(
+        "\n".join(" ".join(str(i) for i in range(f, n_train, 10)) for f in range(10)) + "\n")
+    return out
+
+
+def test_splits_read_back_exactly(tmp_path):
+    written = write_tiny_stl10(tmp_path)
+    train = load_stl10(tmp_path, "train", download=False)
+    assert train.data.shape == (30, 3, 96, 96) and train.classes == CLASSES
+    assert np.array_equal(train.labels, written["train_labels"])
+    views = STL10Views(load_stl10(tmp_path, "unlabeled"), transform=lambda img: [img, img], indices=[5, 2])
+    assert len(views) == 2
+    a, b = views[0]
+    assert a.shape == (96, 96, 3) and a.dtype == np.uint8 and a.flags["C_CONTIGUOUS"]
+    assert np.array_equal(a, written["unlabeled"][5]) and np.array_equal(views.image(1), written["unlabeled"][2])
+
+
+def test_labeled_adapter_resizes_and_normalises(tmp_path):
+    from histoclr.ssl.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    written = write_tiny_stl10(tmp_path)
+    test = load_stl10(tmp_path, "test")
+    full = STL10Labeled(test, image_size=96)
+    x, y = full[3]
+    assert tuple(x.shape) == (3, 96, 96) and y == written["test_labels"][3]
+    expected = (written["test"][3].transpose(2, 0, 1) / 255.0 - np.reshape(IMAGENET_MEAN, (3, 1, 1))) \
+        / np.reshape(IMAGENET_STD, (3, 1, 1))
+    assert np.allclose(x.numpy(), expected, atol=1e-5)
+    small = STL10Labeled(test, image_size=32, indices=[3, 7])
+    assert len(small) == 2 and tuple(small[0][0].shape) == (3, 32, 32)
+    assert small.targets.tolist() == written["test_labels"][[3, 7]].tolist()
+
+
+def test_offline_download_is_one_line_naming_data_root(tmp_path, monkeypatch):
+    from torchvision.datasets import STL10
+
+    # "No network", honestly: nothing listens on the discard port of the loopback interface.
+    monkeypatch.setattr(STL10, "url", "http://127.0.0.1:9/stl10_binary.tar.gz")
+    with pytest.raises(HistoclrError) as e:
+        load_stl10(tmp_path / "nowhere", "unlabeled", download=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "--data-root" in msg and "could not be downloaded" in msg
+    assert "URLError" in msg and str(tmp_path / "nowhere") in msg
+    with pytest.raises(HistoclrError, match="download disabled.*--data-root"):
+        load_stl10(tmp_path / "nowhere", "train", download=False)
+
+
+def test_truncated_file_is_named(tmp_path):
+    write_tiny_stl10(tmp_path)
+    x = tmp_path / "stl10_binary" / "test_X.bin"
+    x.write_bytes(x.read_bytes()[:-100])
+    with pytest.raises(InputFileError, match="test_X.bin.*not a whole number"):
+        load_stl10(tmp_path, "test")
+    with pytest.raises(ValueError, match="unknown STL-10 split"):
+        load_stl10(tmp_path, "validation")
