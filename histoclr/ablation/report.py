@@ -83,13 +83,17 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
         return fmt.format(mean) + ("" if std != std else " ± " + fmt.format(std))
 
     for _, r in summary.iterrows():
-        lines.append(f"| {r['init']} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
+        lines.append(f"| {_display_init(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
                      f"{pm(r, 'best_val_dice')} | {pm(r, 'val_iou')} | {pm(r, 'val_aji')} | "
                      f"{pm(r, 'train_time_s', '{:.0f}')} |")
     if baseline:
         lines.append(f"| classical (H-Otsu) | - | - | - | {baseline.get('dice', float('nan')):.3f} | "
                      f"{baseline.get('iou', float('nan')):.3f} | {baseline.get('aji', float('nan')):.3f} | - |")
     return "\n".join(lines) + "\n"
+
+
+def _display_init(init: str) -> str:
+    return f"simclr:{Path(init.split(':', 1)[1]).name}" if init.startswith("simclr:") else init
 
 
 def _short_init(init: str) -> str:

@@ -1,0 +1,122 @@
+"""`histoclr ablate` + `histoclr report` against a real MLflow tracking server (SQLite backend).
+
+A tiny grid of real fine-tuning cells (ResNet-18 DeepLabV3, 64 px, 2 steps) on synthetic H&E-like
+image/mask pairs: parent/child structure, shared params and metrics, the offline ImageNet arm
+recorded as skipped, a cell made to fail (a backbone of the wrong architecture) marked FAILED while
+the others finish, resume skipping finished cells, and the report's table and plots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from histoclr.ablation.report import build_report
+from histoclr.ablation.sweep import CELL_TAG, METRIC_NAMES, PARAM_NAMES, run_sweep
+from histoclr.config import load_config
+from histoclr.config.ablation import AblationConfig
+
+
+def _synthetic_pairs(root, n=4, size=96, seed=0):
+    """Pink background with dark purple 'nuclei' discs; label PNG masks; 1 val, n-1 train."""
+    from histoclr.seg.pairs import SegPair, write_pairs_manifest
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    pairs = []
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = np.empty((size, size, 3), np.uint8)
+        img[:] = (235, 170, 200)
+        labels = np.zeros((size, size), np.uint8)
+        for k in range(1, 9):
+            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(4, 7)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            labels[disc] = k
+            img[disc] = (90, 40, 130)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"img{i}.png")
+        Image.fromarray(labels).save(root / "masks" / f"img{i}.png")
+        pairs.append(SegPair(f"img{i}", root / "images" / f"img{i}.png", root / "masks" / f"img{i}.png",
+                             "label_image", "val" if i == 0 else "train", 0.5))
+    write_pairs_manifest(pairs, root / "pairs.csv", root)
+    return root / "pairs.csv"
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path, mlflow_server):
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    pairs = _synthetic_pairs(tmp_path / "data")
+    good = save_backbone(tmp_path / "good.pt", build_encoder("resnet18"), "resnet18", {"run_id": "pre123"})
+    wrong = save_backbone(tmp_path / "wrong.pt", build_encoder("resnet34"), "resnet34", {})
+    ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "out_dir": str(tmp_path / "ft"),
+          "model": {"encoder": "resnet18"},
+          "data": {"mpp": None, "crop_size": 64},
+          "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "overlays": 1, "val_batch_size": 2}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    sweep = {"experiment": "tiny-ablation", "sweep_name": "tiny", "finetune_config": str(tmp_path / "ft.yaml"),
+             "inits": ["random", "imagenet", f"simclr:{good}", f"simclr:{wrong}"],
+             "freezes": ["none", "layer1-2"], "label_fractions": [1.0], "seeds": [0],
+             "out_dir": str(tmp_path / "ablation"), "classical_baseline": True}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return load_config(AblationConfig, tmp_path / "sweep.yaml"), mlflow_server
+
+
+def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg, uri = tiny_sweep
+    res = run_sweep(cfg, tracking_uri=uri, echo=lambda s: None)
+    assert len(res.finished) == 4                      # random + good simclr, x 2 freezes
+    assert len(res.skipped) == 2                       # imagenet offline, no weights file
+    assert len(res.failed) == 2 and all("resnet34" in m or "resnet18" in m for _, m in res.failed)
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny-ablation")
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'")
+    assert len(children) == 8
+    by_status = {}
+    for r in children:
+        by_status.setdefault(r.info.status, []).append(r)
+        assert CELL_TAG in r.data.tags
+    assert len(by_status["FAILED"]) == 2
+    assert all(r.data.tags.get("error") for r in by_status["FAILED"])
+    skipped = [r for r in children if r.data.tags.get("skipped") == "true"]
+    assert len(skipped) == 2 and all("imagenet" in r.data.tags["skip_reason"].lower() for r in skipped)
+    ran = [r for r in by_status["FINISHED"] if r.data.tags.get("skipped") != "true"]
+    assert len(ran) == 4
+    for r in ran:  # the same param names and final metrics on every cell: the UI can chart them
+        assert set(PARAM_NAMES) <= set(r.data.params), set(PARAM_NAMES) - set(r.data.params)
+        assert set(METRIC_NAMES) <= set(r.data.metrics), set(METRIC_NAMES) - set(r.data.metrics)
+        assert 0.0 <= r.data.metrics["best_val_dice"] <= 1.0
+    assert {r.data.params["pretrain_run_id"] for r in ran} == {"none", "pre123"}
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED" and "classical_dice" in parent.data.metrics
+
+    # re-running the same sweep: finished and skipped cells are not run again, failed ones are retried
+    res2 = run_sweep(cfg, tracking_uri=uri, echo=lambda s: None)
+    assert res2.parent_run_id == res.parent_run_id
+    assert len(res2.reused) == 4 and len(res2.skipped) == 2 and len(res2.failed) == 2
+    assert not res2.finished
+
+    # the report: one row per (init, freeze, label fraction) that ran, plots written and logged
+    rep = build_report(tmp_path / "report", experiment="tiny-ablation", tracking_uri=uri)
+    assert len(rep.summary) == 4 and set(rep.summary["n_seeds"]) == {1}
+    md = (tmp_path / "report" / "summary.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 4 + 1                      # header + 4 cells + classical reference
+    for name in ("dice_vs_budget.png", "dice_bars.png", "summary.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
+    assert "report/dice_vs_budget.png" in logged and "report/summary.md" in logged
+
+
+def test_bad_grid_fails_before_any_run(tmp_path):
+    with pytest.raises(Exception, match="label fraction"):
+        cfg = AblationConfig(label_fractions=[1.5])
+        cfg.validate()
