@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
-OUT ?= outputs/run
+OUT ?= runs/pipeline
 
 .PHONY: setup run test lint bench clean
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/histoclr tile $(DATA) --recursive --mpp 0.5 --assume-mpp 0.2527 --out $(OUT)/tiles
+	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml data_root=$(DATA) out_dir=$(OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ _SPLIT_FILES = {"unlabeled": ("unlabeled_X.bin", None), "train": ("train_X.bin",
                 "test": ("test_X.bin", "test_y.bin")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dataset_class():
     """torchvision's STL10 with a cheap integrity check (files present) instead of md5 on every load."""
     from torchvision.datasets import STL10
@@ -77,7 +77,7 @@ def load_stl10(root: str | os.PathLike, split: str, download: bool = True):
 
         try:
             download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-        except Exception as e:  # URLError, socket/HTTP errors, md5 mismatch, full disk ...
+        except Exception as e:  # noqa: BLE001  URLError, HTTP/socket/tar errors, md5 mismatch, full disk
             reason = (str(e).splitlines() or [""])[0].strip()
             raise HistoclrError(
                 f"STL-10 not found under {root} and could not be downloaded "
@@ -150,3 +150,31 @@ class STL10Labeled:
                               align_corners=False, antialias=True)[0]
         x = (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
         return x, int(self.labels[j])
+
+
+def write_stl10_split(root: str | os.PathLike, split: str, images: np.ndarray,
+                      labels: np.ndarray | None = None) -> Path:
+    """Write ``images`` ``(N, 96, 96, 3)`` uint8 HWC (and ``labels`` 0..9) as ``split`` of the
+    official binary release under ``root/stl10_binary/`` (e.g. a small subset for smoke runs).
+
+    Each image is stored channel by channel, each channel column-major (what torchvision undoes
+    with ``reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)``); labels are stored 1-based as uint8.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown STL-10 split {split!r}; choose one of {', '.join(SPLITS)}")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (96, 96, 3) or images.dtype != np.uint8:
+        raise ValueError(f"images must be (N, 96, 96, 3) uint8, got {images.shape} {images.dtype}")
+    x_name, y_name = _SPLIT_FILES[split]
+    if (y_name is None) != (labels is None):
+        raise ValueError(f"split {split!r} {'needs' if y_name else 'has no'} labels")
+    from histoclr.io import atomic_write_bytes
+
+    folder = Path(root) / BASE_FOLDER
+    atomic_write_bytes(folder / x_name, images.transpose(0, 3, 2, 1).tobytes())
+    if y_name is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.min() < 0 or labels.max() > 9:
+            raise ValueError(f"labels must be ({len(images)},) in 0..9")
+        atomic_write_bytes(folder / y_name, (labels + 1).astype(np.uint8).tobytes())
+    return folder

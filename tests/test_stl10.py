@@ -8,41 +8,26 @@ import numpy as np
 import pytest
 
 from histoclr.errors import HistoclrError, InputFileError
-from histoclr.stl10 import STL10Labeled, STL10Views, load_stl10
+from histoclr.stl10 import STL10Labeled, STL10Views, load_stl10, write_stl10_split
 
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 
 
 def write_tiny_stl10(root: Path, n_unlabeled: int = 8, n_train_per_class: int = 3,
                      n_test_per_class: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Write ``root/stl10_binary/`` as the STL-10 release does; return the HWC images per split.
+    """A tiny STL-10 in the official layout; returns the HWC images (and labels) per split.
 
-    Each image is stored channel by channel, each channel column-major (the Matlab/Fortran order
-    torchvision undoes with ``reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)``); labels are 1..10.
     Labelled images get a class-dependent brightness so that a linear probe has signal.
     """
     rng = np.random.default_rng(seed)
-    folder = root / "stl10_binary"
-    folder.mkdir(parents=True)
-    out = {}
-
-    def images(labels: np.ndarray | None, n: int) -> np.ndarray:
-        x = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
-        if labels is not None:
-            x = (x // 4 + (labels * 20)[:, None, None, None]).astype(np.uint8)
-        return x
-
-    def write_x(name: str, hwc: np.ndarray) -> None:
-        (folder / name).write_bytes(hwc.transpose(0, 3, 2, 1).tobytes())  # (N, C, W, H) = column-major
-
-    out["unlabeled"] = images(None, n_unlabeled)
-    write_x("unlabeled_X.bin", out["unlabeled"])
+    out = {"unlabeled": rng.integers(0, 256, size=(n_unlabeled, 96, 96, 3), dtype=np.uint8)}
+    write_stl10_split(root, "unlabeled", out["unlabeled"])
     for split, n in (("train", n_train_per_class), ("test", n_test_per_class)):
         labels = rng.permutation(np.repeat(np.arange(10), n))
-        out[split] = images(labels, len(labels))
-        out[f"{split}_labels"] = labels
-        write_x(f"{split}_X.bin", out[split])
-        (folder / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
+        noise = rng.integers(0, 64, size=(len(labels), 96, 96, 3), dtype=np.uint8)
+        out[split], out[f"{split}_labels"] = (noise + (labels * 20)[:, None, None, None]).astype(np.uint8), labels
+        write_stl10_split(root, split, out[split], labels)
+    folder = root / "stl10_binary"
     (folder / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
     n_train = 10 * n_train_per_class
     (folder / "fold_indices.txt").write_text(
@@ -57,7 +42,7 @@ def test_splits_read_back_exactly(tmp_path):
     assert np.array_equal(train.labels, written["train_labels"])
     views = STL10Views(load_stl10(tmp_path, "unlabeled"), transform=lambda img: [img, img], indices=[5, 2])
     assert len(views) == 2
-    a, b = views[0]
+    a, _ = views[0]
     assert a.shape == (96, 96, 3) and a.dtype == np.uint8 and a.flags["C_CONTIGUOUS"]
     assert np.array_equal(a, written["unlabeled"][5]) and np.array_equal(views.image(1), written["unlabeled"][2])
 
@@ -100,3 +85,10 @@ def test_truncated_file_is_named(tmp_path):
         load_stl10(tmp_path, "test")
     with pytest.raises(ValueError, match="unknown STL-10 split"):
         load_stl10(tmp_path, "validation")
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="needs labels"):
+        write_stl10_split(tmp_path, "train", np.zeros((2, 96, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, 96, 96, 3\) uint8"):
+        write_stl10_split(tmp_path, "unlabeled", np.zeros((2, 3, 96, 96), np.uint8))

@@ -16,14 +16,14 @@ from histoclr.errors import HistoclrError
 
 # name -> "module:attribute". A command is listed here only once it works.
 COMMANDS: dict[str, str] = {
-    # tile
+    "tile": "histoclr.cli.tile:tile",
     "data": "histoclr.cli.data:data",
-    # pretrain
+    "pretrain": "histoclr.cli.pretrain:pretrain",
     # finetune-seg
     # predict
     "seg-data": "histoclr.cli.seg_data:seg_data",
-    # ablate
-    # report
+    "ablate": "histoclr.cli.ablate:ablate",
+    "report": "histoclr.cli.report:report",
     "ui": "histoclr.cli.ui:ui",
 }
 

@@ -7,11 +7,15 @@ from pathlib import Path
 import click
 
 
-def config_options(default: str | None = None):
-    """``--config FILE`` plus trailing ``key=value`` overrides (``OVERRIDES...``)."""
+def config_options(default: str | None = None, metavar: str = "[KEY=VALUE]..."):
+    """``--config FILE`` plus trailing ``key=value`` overrides (``OVERRIDES...``).
+
+    A command whose positional arguments also name inputs passes its own ``metavar`` and
+    separates the inputs from the overrides itself (see ``histoclr tile``).
+    """
 
     def deco(f):
-        f = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(f)
+        f = click.argument("overrides", nargs=-1, metavar=metavar)(f)
         f = click.option(
             "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
             default=default, show_default=True,

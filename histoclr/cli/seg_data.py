@@ -28,10 +28,12 @@ def _pair_line(pair, info) -> str:
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
               help="Pairs manifest CSV (instead of --images/--masks).")
 @click.option("--root", type=_DIR, help="Data root the manifest's paths are relative to.")
+@click.option("--preview", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write <image_id>.png with the nucleus outlines drawn into this folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest: Path | None,
-          root: Path | None, quiet: bool) -> None:
+          root: Path | None, preview: Path | None, quiet: bool) -> None:
     """List the pairs found (size, nucleus count, coverage) and one line per problem.
 
     Give --images and --masks, or --manifest and --root. Exit status: 0 no problems,
@@ -52,15 +54,15 @@ def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest:
 
     problems: list[str] = []
     lines: list[str] = []
+    ok_pairs = []
     if by_dirs:
         report = discover_pairs(images, masks, coverage=True, progress=not quiet)
         problems += report.problems
         for pair in report.pairs:
             lines.append(_pair_line(pair, report.info[pair.image_id]))
-        n_pairs = len(report.pairs)
+        ok_pairs = report.pairs
     else:
         pairs = read_pairs_manifest(manifest, root, check_files=False)
-        n_pairs = 0
         for pair in tqdm(pairs, desc="annotations", unit="pair", disable=quiet):
             missing = [str(p) for p in (pair.image_path, pair.mask_path) if not p.is_file()]
             if missing:
@@ -71,12 +73,21 @@ def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest:
                 problems.append(f"{pair.image_id}: {info}")
                 continue
             lines.append(_pair_line(pair, info))
-            n_pairs += 1
+            ok_pairs.append(pair)
     for line in lines:
         click.echo(line)
     for p in problems:
         click.echo(f"PROBLEM  {p}")
-    click.echo(f"{n_pairs} pair(s) ok, {len(problems)} problem(s)")
+    if preview is not None and ok_pairs:
+        from histoclr.seg.annotations import load_instances
+        from histoclr.seg.imageio import read_rgb, save_outline_png
+
+        for pair in tqdm(ok_pairs, desc="previews", unit="png", disable=quiet):
+            image = read_rgb(pair.image_path)
+            inst = load_instances(pair.mask_path, pair.mask_format, image.shape[:2])
+            save_outline_png(preview / f"{pair.image_id}.png", image, inst)
+        click.echo(f"wrote {len(ok_pairs)} outline preview(s) to {preview}")
+    click.echo(f"{len(ok_pairs)} pair(s) ok, {len(problems)} problem(s)")
     ctx.exit(1 if problems else 0)
 
 

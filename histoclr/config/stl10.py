@@ -10,7 +10,6 @@ run lands in one experiment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from histoclr.config.ssl import ModelConfig, SSLConfig, ViewsConfig
 from histoclr.errors import ConfigError
@@ -22,29 +21,29 @@ ARMS = ("random", "simclr", "imagenet")
 class STL10DataConfig:
     root: str = "data/stl10"                 # folder that holds (or will hold) stl10_binary/
     download: bool = True                    # download when missing (needs the internet)
-    unlabeled_limit: Optional[int] = None    # pretrain on the first N unlabeled images only
-    test_per_class: Optional[int] = None     # class-balanced test subset (STL-10 has 800 per class)
+    unlabeled_limit: int | None = None    # pretrain on the first N unlabeled images only
+    test_per_class: int | None = None     # class-balanced test subset (STL-10 has 800 per class)
 
 
 @dataclass
 class STL10PretrainConfig(SSLConfig):
     model: ModelConfig = field(default_factory=lambda: ModelConfig(arch="resnet18", proj_hidden_dim=512))
     views: ViewsConfig = field(default_factory=lambda: ViewsConfig(recipe="natural", image_size=96))
-    backbone: Optional[str] = None           # reuse this backbone file and skip pretraining
+    backbone: str | None = None           # reuse this backbone file and skip pretraining
 
 
 @dataclass
 class LinearEvalConfig:
-    arms: List[str] = field(default_factory=lambda: list(ARMS))
-    budgets: List[int] = field(default_factory=lambda: [10, 20, 50, 100, 200, 500])  # labels per class
-    image_size: Optional[int] = None         # None: pretrain.views.image_size
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    budgets: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200, 500])  # labels per class
+    image_size: int | None = None         # None: pretrain.views.image_size
     batch_size: int = 256                    # feature extraction
     num_workers: int = 0
     device: str = "auto"                     # auto | cpu | cuda
     weight_decay: float = 1e-3               # L2 on the logistic-regression weights
     max_iter: int = 200                      # L-BFGS iterations
     seed: int = 0                            # label subsampling and the random-init arm
-    imagenet_weights: Optional[str] = None   # local torchvision .pth; else torchvision's download
+    imagenet_weights: str | None = None   # local torchvision .pth; else torchvision's download
     imagenet_download: bool = True           # false: without imagenet_weights the arm is skipped
 
 
@@ -52,7 +51,7 @@ class LinearEvalConfig:
 class STL10Config:
     experiment: str = "histoclr-stl10"
     run_name: str = "stl10-simclr"
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     out_dir: str = "runs/stl10"
     data: STL10DataConfig = field(default_factory=STL10DataConfig)
     pretrain: STL10PretrainConfig = field(default_factory=STL10PretrainConfig)
@@ -78,4 +77,7 @@ class STL10Config:
         for key, value in (("data.unlabeled_limit", d.unlabeled_limit), ("data.test_per_class", d.test_per_class)):
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1 or null, got {value}")
-        self.pretrain.validate()
+        try:
+            self.pretrain.validate()
+        except ConfigError as err:
+            raise ConfigError(f"pretrain.{err}") from None

@@ -131,19 +131,26 @@ class TileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tile_paths)
 
+    def try_read(self, j: int) -> np.ndarray | None:
+        """Tile ``j`` as ``(H, W, 3)`` uint8, or ``None`` (reported once, flagged) when unreadable."""
+        if self._bad[j]:
+            return None
+        try:
+            return read_tile(self.tile_paths[j])
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+            if not self._bad[j]:
+                self._bad[j] = 1
+                log.warning("%s: cannot read tile (%s); skipped", self.tile_paths[j], _reason(e))
+            return None
+
     def image(self, index: int) -> tuple[int, np.ndarray]:
         """``(j, image)``: the first readable tile at or after ``index`` (wrapping around)."""
         n = len(self.tile_paths)
         for k in range(n):
             j = (index + k) % n
-            if self._bad[j]:
-                continue
-            try:
-                return j, read_tile(self.tile_paths[j])
-            except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
-                if not self._bad[j]:
-                    self._bad[j] = 1
-                    log.warning("%s: cannot read tile (%s); skipped", self.tile_paths[j], _reason(e))
+            img = self.try_read(j)
+            if img is not None:
+                return j, img
         raise HistoclrError(f"none of the {n} tiles could be read (see the warnings above)")
 
     def __getitem__(self, index: int):

@@ -48,8 +48,12 @@ def _polygon_or_none(xy: np.ndarray) -> np.ndarray | None:
         return None
     if len(xy) > 1 and np.array_equal(xy[0], xy[-1]):
         xy = xy[:-1]
-    if len(np.unique(xy, axis=0)) < 3:
+    other = (xy != xy[0]).any(axis=1) if len(xy) else np.zeros(0, bool)
+    if not other.any():
         return None
+    second = xy[other.argmax()]
+    if not (other & (xy != second).any(axis=1)).any():
+        return None  # fewer than 3 distinct vertices
     return xy
 
 
@@ -62,49 +66,38 @@ def read_aperio_xml(path: str | Path) -> Polygons:
     path = Path(path)
     polys: list[np.ndarray] = []
     skipped = 0
-    mpp = None
-    saw_root = False
-    verts: list[tuple[str, str]] = []
+    root = None
     try:
-        for event, elem in ET.iterparse(path, events=("start", "end")):
-            tag = elem.tag
-            if event == "start":
-                if not saw_root:
-                    saw_root = True
-                    if tag != "Annotations":
-                        raise InputFileError(path, f"not an Aperio XML (root element <{tag}>, "
-                                             "expected <Annotations>)")
-                    raw = elem.get("MicronsPerPixel")
-                    try:
-                        mpp = float(raw) if raw else None
-                    except ValueError:
-                        mpp = None
-                    if mpp is not None and not mpp > 0:
-                        mpp = None
-                elif tag == "Region":
-                    verts = []
+        for _, elem in ET.iterparse(path, events=("end",)):
+            root = elem  # the last element to end is the root
+            if elem.tag != "Region":
                 continue
-            if tag == "Vertex":
-                verts.append((elem.get("X"), elem.get("Y")))
-            elif tag == "Region":
-                try:
-                    xy = np.array(verts, dtype=np.float64).reshape(-1, 2)
-                except (TypeError, ValueError):
-                    xy = np.empty((0, 2))
-                poly = _polygon_or_none(xy)
-                if poly is None:
-                    skipped += 1
-                else:
-                    polys.append(poly)
-                elem.clear()
+            try:
+                xy = np.array([(float(v.get("X")), float(v.get("Y")))
+                               for v in elem.iter("Vertex")], dtype=np.float64).reshape(-1, 2)
+            except (TypeError, ValueError):
+                xy = np.empty((0, 2))
+            poly = _polygon_or_none(xy)
+            if poly is None:
+                skipped += 1
+            else:
+                polys.append(poly)
+            elem.clear()
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except ET.ParseError as e:
         raise InputFileError(path, f"malformed XML ({e})") from None
+    if root is None or root.tag != "Annotations":
+        tag = "nothing" if root is None else f"<{root.tag}>"
+        raise InputFileError(path, f"not an Aperio XML (root element {tag}, expected <Annotations>)")
     if not polys:
         detail = f" ({skipped} degenerate region(s) skipped)" if skipped else ""
         raise InputFileError(path, f"empty annotation: no nucleus <Region> with >= 3 vertices{detail}")
-    return Polygons(polys, skipped=skipped, mpp=mpp)
+    try:
+        mpp = float(root.get("MicronsPerPixel") or "nan")
+    except ValueError:
+        mpp = float("nan")
+    return Polygons(polys, skipped=skipped, mpp=mpp if mpp > 0 else None)
 
 
 def read_geojson(path: str | Path) -> Polygons:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def build_augmentation(crop_size: int, augment: bool):
 
 def window_size(crop_size: int) -> int:
     """Side of the window cut before augmentation (room for rotation and 0.8x zoom-out)."""
-    return int(math.ceil(crop_size * 1.5))
+    return math.ceil(crop_size * 1.5)
 
 
 class SegCropDataset:
@@ -143,7 +143,7 @@ class SegCropDataset:
         areas = np.array([it.mask.size for it in self.items], dtype=np.float64)
         self.weights = areas / areas.sum()
         self.samples_per_epoch = samples_per_epoch or max(
-            1, int(math.ceil(areas.sum() / crop_size**2)))
+            1, math.ceil(areas.sum() / crop_size**2))
         self.transform = build_augmentation(crop_size, augment)
 
     def set_epoch(self, epoch: int) -> None:

@@ -23,7 +23,7 @@ def _read_array(path: Path) -> np.ndarray:
             return np.asarray(im)
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
-    except Exception as e:  # unreadable / truncated / unknown format
+    except (OSError, ValueError, SyntaxError) as e:  # unreadable, truncated, unknown format
         raise InputFileError(path, f"cannot read image ({type(e).__name__}: {e})") from None
 
 
@@ -31,6 +31,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as RGB uint8 ``(H, W, 3)``; grey is repeated, alpha is dropped."""
     path = Path(path)
     a = _read_array(path)
+    if a.size == 0:
+        raise InputFileError(path, "no image data (unreadable or empty image file)")
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
@@ -48,6 +50,8 @@ def read_label(path: str | Path) -> np.ndarray:
     """Read a single-channel label/binary image ``(H, W)`` (an RGB image with equal channels is OK)."""
     path = Path(path)
     a = _read_array(path)
+    if a.size == 0:
+        raise InputFileError(path, "no image data (unreadable or empty image file)")
     if a.ndim == 3:
         if a.shape[2] == 4:
             a = a[:, :, :3]
@@ -78,5 +82,22 @@ def image_shape(path: str | Path) -> tuple[int, int]:
         return h, w
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
-    except Exception as e:
+    except (OSError, ValueError, SyntaxError) as e:
         raise InputFileError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+
+
+def save_outline_png(path: str | Path, image: np.ndarray, instances: np.ndarray,
+                     colour=(0, 255, 255)) -> Path:
+    """Write a PNG of ``image`` (H, W, 3) uint8 with each instance's outline drawn (atomically)."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    from histoclr.io import atomic_path
+
+    if image.shape[:2] != instances.shape:
+        raise ValueError(f"image {image.shape[:2]} and instances {instances.shape} differ in size")
+    out = np.array(image[:, :, :3], dtype=np.uint8, copy=True)
+    out[find_boundaries(instances, mode="inner")] = colour
+    with atomic_path(path) as tmp:
+        Image.fromarray(out).save(tmp, format="PNG")
+    return Path(path)

@@ -13,14 +13,14 @@ import io
 import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from histoclr.errors import InputFileError
-from histoclr.seg.annotations import MASK_FORMATS, _SUFFIX_FORMAT
+from histoclr.seg.annotations import _SUFFIX_FORMAT, MASK_FORMATS
 
 PAIRS_HEADER = "# histoclr-seg-pairs v1"
 PAIR_COLUMNS = ("image_id", "image", "mask", "mask_format", "split", "mpp")
@@ -46,7 +46,7 @@ class PairReport:
 
     pairs: list[SegPair] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    info: dict[str, "PairInfo"] = field(default_factory=dict)  # image_id -> PairInfo
+    info: dict[str, PairInfo] = field(default_factory=dict)  # image_id -> PairInfo
 
 
 def _files_by_stem(folder: Path, suffixes) -> dict[str, list[Path]]:
@@ -75,8 +75,12 @@ def inspect_pair(pair: SegPair, *, coverage: bool = False) -> PairInfo | str:
     Problems: missing/unreadable files, empty annotations, label-image size mismatches.
     ``coverage=True`` also rasterises the instances to measure the foreground fraction.
     """
-    from histoclr.seg.annotations import (instances_from_label_image, rasterize_instances,
-                                          read_aperio_xml, read_geojson)
+    from histoclr.seg.annotations import (
+        instances_from_label_image,
+        rasterize_instances,
+        read_aperio_xml,
+        read_geojson,
+    )
     from histoclr.seg.imageio import image_shape, read_label
 
     try:

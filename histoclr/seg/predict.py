@@ -113,3 +113,95 @@ def predict_image(ckpt, image: np.ndarray, image_mpp: float | None, *, overlap: 
     if p.shape != (h, w):
         p = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
     return p
+
+
+# --------------------------------------------------------------------------- files
+MAX_WHOLE_PIXELS = 100_000_000   # a larger input needs --region
+
+
+def read_input(path, region: tuple[int, int, int, int] | None = None, *, mpp: float | None = None,
+               assume_mpp: float | None = None, model_mpp: float | None = None):
+    """Read an image, or a level-0 ``region = (x, y, w, h)`` of a slide, near ``model_mpp``.
+
+    The input's mpp is ``mpp`` when given, else the file's metadata, else ``assume_mpp``. A slide
+    region is read through OpenSlide from the coarsest pyramid level still at least as fine as the
+    model's mpp. Returns ``(rgb (h', w', 3) uint8, mpp of rgb or None, (h, w) level-0 size, name)``.
+
+    Raises:
+        InputFileError: unreadable file, a region outside the slide, an input too large without
+            ``--region``, or an unknown mpp when the model needs one.
+    """
+    from pathlib import Path
+
+    from histoclr.errors import InputFileError
+    from histoclr.slides.reader import level_for_mpp, open_slide
+
+    path = Path(path)
+    with open_slide(path) as s:
+        base_mpp = mpp or s.mpp or assume_mpp
+        if model_mpp is not None and base_mpp is None:
+            raise InputFileError(path, f"its resolution (mpp) is unknown and the model works at {model_mpp} "
+                                 "um/px; pass --mpp M (or --assume-mpp M for files without it)")
+        W, H = s.dimensions
+        if region is None:
+            if W * H > MAX_WHOLE_PIXELS:
+                raise InputFileError(path, f"{W}x{H} px is too large to predict whole; pass --region x,y,w,h")
+            x, y, w, h = 0, 0, W, H
+            name = path.stem
+        else:
+            x, y, w, h = region
+            if w < 1 or h < 1 or x < 0 or y < 0 or x + w > W or y + h > H:
+                raise InputFileError(path, f"region x={x},y={y},w={w},h={h} is not inside the slide ({W}x{H} at level 0)")
+            name = f"{path.stem}_x{x}_y{y}_w{w}_h{h}"
+        level = 0
+        if model_mpp is not None and s.level_count > 1:
+            level, _ = level_for_mpp(s.level_downsamples, base_mpp, model_mpp, 1)
+        ds = s.level_downsamples[level]
+        rgb = s.read_region((x, y), level, (max(1, round(w / ds)), max(1, round(h / ds))))
+    return rgb, (base_mpp * ds if base_mpp else None), (h, w), name
+
+
+def predict_file(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None, mask_format: str = "png",
+                 labels: bool = False, threshold: float = 0.5, overlap: float = 0.25, batch_size: int = 4,
+                 device=None) -> dict:
+    """Predict one input and write ``<name>_mask.<png|tif>`` (0/255, or instance labels with
+    ``labels``) at the input's (level-0 region's) size and ``<name>_overlay.png``.
+
+    Returns ``{"mask": path, "overlay": path, "nuclei": n, "foreground": fraction}``.
+    """
+    from pathlib import Path
+
+    import cv2
+
+    from histoclr.io import atomic_path
+    from histoclr.seg.metrics import instances_from_binary
+    from histoclr.seg.overlay import save_overlay_png
+
+    if mask_format not in ("png", "tiff"):
+        raise ValueError(f"mask_format must be png or tiff, got {mask_format!r}")
+    rgb, image_mpp, (h, w), name = read_input(path, region, mpp=mpp, assume_mpp=assume_mpp, model_mpp=ckpt.mpp)
+    prob = predict_image(ckpt, rgb, image_mpp, overlap=overlap, batch_size=batch_size, device=device)
+    if prob.shape != (h, w):
+        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    binary = prob > threshold
+    instances = instances_from_binary(binary)
+    out_dir = Path(out_dir)
+    mask_path = out_dir / f"{name}_mask.{'png' if mask_format == 'png' else 'tif'}"
+    data = instances if labels else binary.astype(np.uint8) * 255
+    if labels:
+        data = data.astype(np.uint16 if data.max() < 65536 else np.int32)
+    with atomic_path(mask_path) as tmp:
+        if mask_format == "png":
+            from PIL import Image
+
+            if data.dtype == np.int32:
+                raise ValueError(f"{name}: more than 65535 nuclei do not fit a 16-bit PNG; use TIFF")
+            Image.fromarray(data).save(tmp, format="PNG")
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, compression="zlib")
+    overlay_path = save_overlay_png(out_dir / f"{name}_overlay.png", rgb, binary)
+    return {"mask": mask_path, "overlay": overlay_path, "nuclei": int(instances.max()),
+            "foreground": float(binary.mean())}

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from skimage.draw import polygon as draw_polygon
 
 from histoclr.errors import InputFileError
-from histoclr.seg.annotations import (load_instances, mask_format_for, rasterize_instances,
-                                      read_aperio_xml, read_geojson)
+from histoclr.seg.annotations import (
+    load_instances,
+    mask_format_for,
+    rasterize_instances,
+    read_aperio_xml,
+    read_geojson,
+)
 
 RECT = np.array([[10, 5], [30, 5], [30, 20], [10, 20]], float)  # x 10..30, y 5..20
 TRI = np.array([[40, 40], [60, 40], [50, 58]], float)
@@ -114,8 +118,8 @@ def test_geojson_polygon_multipolygon_and_skips(tmp_path):
 
 
 def test_label_images_binary_and_labelled(tmp_path):
-    from PIL import Image
     import tifffile
+    from PIL import Image
 
     binary = np.zeros((20, 30), np.uint8)
     binary[2:6, 2:6] = 255
@@ -143,9 +147,9 @@ def test_label_images_binary_and_labelled(tmp_path):
 def test_real_monuseg_annotations(shared_data):
     ann = sorted((shared_data / "monuseg2018/labeled/annotations").glob("*.xml"))
     assert len(ann) == 13
-    for f in ann[:4] + [shared_data / "monuseg2018/labeled/annotations/TCGA-50-5931-01Z-00-DX1.xml"]:
+    for f in ann[:2] + [shared_data / "monuseg2018/labeled/annotations/TCGA-50-5931-01Z-00-DX1.xml"]:
         text = f.read_text()
-        regions = re.findall(r"<Region\b.*?</Region>", text, flags=re.S)
+        regions = re.findall(r"<Region\b.*?</Region>", text, flags=re.DOTALL)
         n_deg = sum(len(set(re.findall(r'<Vertex X="([^"]+)" Y="([^"]+)"', r))) < 3 for r in regions)
         polys = read_aperio_xml(f)
         assert len(polys) + polys.skipped == len(regions) > 250, f.name

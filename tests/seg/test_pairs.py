@@ -9,8 +9,13 @@ import pytest
 from PIL import Image
 
 from histoclr.errors import InputFileError
-from histoclr.seg.pairs import (SegPair, discover_pairs, read_pairs_manifest, select_labeled,
-                                write_pairs_manifest)
+from histoclr.seg.pairs import (
+    SegPair,
+    discover_pairs,
+    read_pairs_manifest,
+    select_labeled,
+    write_pairs_manifest,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 XML = ('<Annotations MicronsPerPixel="0.5"><Annotation><Regions><Region Id="1"><Vertices>'
@@ -98,7 +103,7 @@ def test_select_labeled_deterministic_nested_training_only():
                                                                           label_fraction=0.25, seed=3)]
     assert len(a) == 3 and all(p.split == "train" for p in a)  # round(0.25 * 10) = 3 (half up)
     for seed in range(5):
-        sizes = [set(p.image_id for p in select_labeled(pairs, label_fraction=f, seed=seed))
+        sizes = [{p.image_id for p in select_labeled(pairs, label_fraction=f, seed=seed)}
                  for f in (0.1, 0.25, 0.5, 1.0)]
         assert [len(s) for s in sizes] == [1, 3, 5, 10]
         assert sizes[0] <= sizes[1] <= sizes[2] <= sizes[3]

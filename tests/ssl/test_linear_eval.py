@@ -7,8 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from histoclr.ssl.linear_eval import (encoder_fingerprint, extract_features, linear_eval_budgets,
-                                      subsample_per_class, train_linear_classifier)
+from histoclr.ssl.linear_eval import (
+    encoder_fingerprint,
+    extract_features,
+    linear_eval_budgets,
+    subsample_per_class,
+    train_linear_classifier,
+)
 
 
 def _blobs(n_per_class: int, num_classes: int = 4, dim: int = 16, sep: float = 6.0, seed: int = 0):

@@ -1,0 +1,83 @@
+"""Dice / IoU / pixel accuracy / AJI on hand-made arrays with hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from histoclr.seg.metrics import (
+    aggregated_jaccard_index,
+    dice,
+    instances_from_binary,
+    iou,
+    pixel_accuracy,
+    segmentation_metrics,
+)
+
+
+def test_binary_metrics_by_hand():
+    pred = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
+    gt = np.array([[1, 0, 1, 0], [0, 0, 0, 0]])
+    assert dice(pred, gt) == pytest.approx(2 * 1 / (2 + 2))
+    assert iou(pred, gt) == pytest.approx(1 / 3)
+    assert pixel_accuracy(pred, gt) == pytest.approx(6 / 8)
+    empty = np.zeros((3, 3), bool)
+    assert dice(empty, empty) == iou(empty, empty) == pixel_accuracy(empty, empty) == 1.0
+    full = np.ones((3, 3), bool)
+    assert dice(full, empty) == iou(full, empty) == pixel_accuracy(full, empty) == 0.0
+    assert dice(gt * 5, gt) == 1.0  # any non-zero value is foreground
+    with pytest.raises(ValueError, match="same shape"):
+        dice(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def aji_case() -> tuple[np.ndarray, np.ndarray]:
+    gt = np.zeros((10, 10), np.int32)
+    pr = np.zeros((10, 10), np.int32)
+    gt[0:4, 0:4] = 1  # split into two predictions: p1 (12 px, best) and p2 (4 px, unused)
+    pr[0:4, 0:3] = 1
+    pr[0:4, 3:4] = 2
+    gt[0:4, 6:8] = 2  # g2 and g3 merged into one prediction p3 (16 px), matched by both
+    gt[0:4, 8:10] = 3
+    pr[0:4, 6:10] = 3
+    gt[8:10, 0:2] = 4  # missed: no prediction overlaps it
+    pr[8:10, 8:10] = 4  # false positive: overlaps no GT
+    gt[6:8, 4:8] = 5  # shifted by one column: intersection 6, union 10
+    pr[6:8, 5:9] = 5
+    return gt, pr
+
+
+def test_aji_hand_computed():
+    gt, pr = aji_case()
+    # C = 12 (g1&p1) + 8 + 8 (g2, g3 & p3) + 6 (g5&p5) = 34
+    # U = 16 (g1|p1) + 16 + 16 (g2|p3, g3|p3) + 10 (g5|p5) + 4 (g4 missed) + 4 (p2) + 4 (p4) = 70
+    assert aggregated_jaccard_index(gt, pr) == pytest.approx(34 / 70)
+    # label values do not matter, only the partition
+    perm = np.array([0, 17, 3, 99, 5, 42])
+    assert aggregated_jaccard_index(perm[gt], pr * 7) == pytest.approx(34 / 70)
+    assert aggregated_jaccard_index(gt, gt) == 1.0
+    assert aggregated_jaccard_index(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+    assert aggregated_jaccard_index(gt, np.zeros_like(gt)) == 0.0
+    assert aggregated_jaccard_index(np.zeros_like(gt), pr) == 0.0
+    # the binary view of the same prediction cannot tell the split/merge: Dice is much higher
+    assert dice(pr > 0, gt > 0) > 0.8 > 34 / 70
+    with pytest.raises(ValueError, match="same shape"):
+        aggregated_jaccard_index(gt, pr[:5])
+
+
+def test_instances_from_binary_and_segmentation_metrics():
+    b = np.zeros((12, 12), bool)
+    b[0:4, 0:4] = True
+    b[4:6, 4:6] = True  # touches the first one only diagonally -> separate (4-connectivity)
+    b[10, 10] = True  # 1 px: removed by min_size
+    inst = instances_from_binary(b, min_size=2)
+    assert inst.dtype == np.int32 and inst.max() == 2 and inst[10, 10] == 0
+    assert instances_from_binary(b, min_size=0).max() == 3
+
+    gt, pr = aji_case()
+    m = segmentation_metrics(pr > 0, gt > 0, gt, min_size=1)
+    assert set(m) == {"dice", "iou", "pixel_acc", "aji"}
+    assert m["dice"] == pytest.approx(dice(pr, gt))
+    assert m["pixel_acc"] == pytest.approx(pixel_accuracy(pr, gt))
+    # from the binary prediction p1 and p2 merge back into one component: g1 is matched
+    # exactly (16/16), and p3 stays merged: C = 16 + 8 + 8 + 6 = 38, U = 16 + 32 + 10 + 4 + 4 = 66
+    assert m["aji"] == pytest.approx(38 / 66)
