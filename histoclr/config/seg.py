@@ -55,6 +55,7 @@ class SegTrainConfig:
     overlays: int = 3                   # validation images drawn as overlay PNGs at the best epoch
     resume: bool = True                 # continue from out_dir/last.pt when it belongs to the same config
     device: str = "auto"                # auto | cpu | cuda
+    threads: Optional[int] = None       # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
 
 
 @dataclass
@@ -118,6 +119,8 @@ class FinetuneConfig:
                               f"got {t.batch_size}")
         if t.lr <= 0 or t.weight_decay < 0 or t.grad_clip < 0:
             raise ConfigError("train: lr must be > 0, weight_decay and grad_clip >= 0")
+        if t.threads is not None and t.threads < 1:
+            raise ConfigError(f"train.threads must be >= 1 (or null), got {t.threads}")
         if t.warmup_steps < 0 or t.patience < 0 or t.overlays < 0:
             raise ConfigError("train: warmup_steps, patience and overlays must be >= 0")
         if not 0 <= t.min_lr_ratio <= 1:

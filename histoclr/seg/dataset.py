@@ -121,11 +121,14 @@ class SegCropDataset:
     augmentation are drawn from ``numpy.random.default_rng([seed, epoch, i])`` so an item is
     the same in any worker process (call ``set_epoch`` to get new crops each epoch).
     ``samples_per_epoch=None``: about as many crops as needed to cover every image once.
+    ``loaded``: already loaded pairs (then ``pairs``/``mpp`` are not read); ``progress``: a tqdm
+    bar while loading.
     """
 
     def __init__(self, pairs: Sequence[SegPair], mpp: float | None, crop_size: int = 256,
                  samples_per_epoch: int | None = None, augment: bool = True, seed: int = 0,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, loaded: Sequence[LoadedPair] | None = None):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, loaded: Sequence[LoadedPair] | None = None,
+                 progress: bool = False):
         if crop_size < 8:
             raise ValueError(f"crop_size must be >= 8, got {crop_size}")
         if not pairs and not loaded:
@@ -133,7 +136,12 @@ class SegCropDataset:
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
         self.pairs = list(pairs)
-        self.items = list(loaded) if loaded is not None else [load_pair(p, mpp) for p in self.pairs]
+        if loaded is None:
+            from tqdm import tqdm
+
+            loaded = [load_pair(p, mpp) for p in tqdm(self.pairs, desc="load pairs", unit="pair",
+                                                      disable=not progress)]
+        self.items = list(loaded)
         self.crop_size = crop_size
         self.window = window_size(crop_size)
         self.augment = augment

@@ -87,21 +87,21 @@ def build_optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, nesterov=True)
 
 
-def evaluate(model, loaded_pairs, window: int, overlap: float, batch_size: int, device) -> tuple[dict, list]:
-    """Mean ``{dice, iou, pixel_acc, aji}`` over whole images by sliding window, and the predictions."""
+def evaluate(model, loaded_pairs, window: int, overlap: float, batch_size: int, device) -> tuple[dict, list, list]:
+    """Whole-image sliding-window evaluation: ``(mean {dice, iou, pixel_acc, aji}, binary predictions,
+    per-image metric dicts)``."""
     from histoclr.seg.dataset import normalize_image
     from histoclr.seg.metrics import segmentation_metrics
     from histoclr.seg.predict import foreground, sliding_window_predict
 
-    scores: dict[str, list[float]] = {}
-    preds = []
+    preds, per_image = [], []
     for lp in loaded_pairs:
         probs = sliding_window_predict(model, normalize_image(lp.image), window, overlap, batch_size, device)
         pred = foreground(probs)
         preds.append(pred)
-        for k, v in segmentation_metrics(pred, lp.mask, lp.instances).items():
-            scores.setdefault(k, []).append(float(v))
-    return {k: float(np.mean(v)) for k, v in scores.items()}, preds
+        per_image.append({k: float(v) for k, v in segmentation_metrics(pred, lp.mask, lp.instances).items()})
+    mean = {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
+    return mean, preds, per_image
 
 
 def config_key(cfg: FinetuneConfig) -> str:
@@ -111,7 +111,8 @@ def config_key(cfg: FinetuneConfig) -> str:
     d = config_to_dict(cfg)
     for k in ("tracking", "out_dir"):
         d.pop(k, None)
-    d["train"].pop("resume", None)
+    for k in ("resume", "threads"):
+        d["train"].pop(k, None)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -181,6 +182,8 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
     m, d, t = cfg.model, cfg.data, cfg.train
     out = Path(cfg.out_dir)
     device = _device(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
     key = config_key(cfg)
 
     # ---- resume state (checked before any heavy work)
@@ -281,7 +284,7 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}",
                                 best_dice=f"{best['dice']:.3f}" if best else "-")
-            val, preds = evaluate(model, val_loaded, d.crop_size, t.val_overlap, t.val_batch_size, device)
+            val, preds, _ = evaluate(model, val_loaded, d.crop_size, t.val_overlap, t.val_batch_size, device)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                    **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
             history.append(row)
