@@ -19,8 +19,8 @@ COMMANDS: dict[str, str] = {
     "tile": "histoclr.cli.tile:tile",
     "data": "histoclr.cli.data:data",
     "pretrain": "histoclr.cli.pretrain:pretrain",
-    # finetune-seg
-    # predict
+    "finetune-seg": "histoclr.cli.finetune_seg:finetune_seg",
+    "predict": "histoclr.cli.predict:predict",
     "seg-data": "histoclr.cli.seg_data:seg_data",
     "ablate": "histoclr.cli.ablate:ablate",
     "report": "histoclr.cli.report:report",
