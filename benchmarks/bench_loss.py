@@ -84,7 +84,8 @@ def run_case(impl: str, batch: int, dim: int, repeats: int, threads: int, budget
         times.append(time.perf_counter() - t0)
     times.sort()
     return {"impl": impl, "batch": batch, "dim": dim, "loss": value,
-            "time_s": times[len(times) // 2], "runs": len(times), "peak_mib": (high_after - rss_before) / 1024,
+            "time_s": times[len(times) // 2], "runs": len(times),
+            "peak_mib": (high_after - rss_before) / 1024,
             "upper_bound": high_after == high_before}
 
 
@@ -111,7 +112,7 @@ def _subprocess_case(impl: str, batch: int, dim: int, repeats: int, threads: int
     cmd = [sys.executable, "-m", "benchmarks.bench_loss", "--case", impl, str(batch),
            "--dim", str(dim), "--repeats", str(repeats), "--threads", str(threads),
            "--budget-s", str(budget_s)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"impl": impl, "batch": batch, "dim": dim,
                 "error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         results[impl, b] = _subprocess_case(impl, b, args.dim, args.repeats, args.threads, args.budget_s,
                                             args.max_mem_fraction)
 
-    lines = ["| batch N | views 2N | implementation | fwd+bwd time (ms) | peak extra RSS (MiB) | "
-             "largest tensor (theory, MiB) | loss |",
+    lines = [("| batch N | views 2N | implementation | fwd+bwd time (ms) | peak extra RSS (MiB) | "
+              "largest tensor (theory, MiB) | loss |"),
              "|---:|---:|---|---:|---:|---:|---:|"]
     summary = []
     for b in args.batches:
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             if "error" in r:
                 lines.append(f"| {b} | {n2} | {label} | {r['error']} | | {theory[impl]:.1f} | |")
                 continue
-            lines.append(f"| {b} | {n2} | {label} | {1000 * r['time_s']:.1f} ({r['runs']} runs) | {_fmt_mib(r)} | "
-                         f"{theory[impl]:.1f} | {r['loss']:.6f} |")
+            lines.append(f"| {b} | {n2} | {label} | {1000 * r['time_s']:.1f} ({r['runs']} runs) | "
+                         f"{_fmt_mib(r)} | {theory[impl]:.1f} | {r['loss']:.6f} |")
         h, br = results["histoclr", b], results["broadcast", b]
         if "error" not in h and "error" not in br:
             diff = abs(h["loss"] - br["loss"])

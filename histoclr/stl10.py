@@ -67,6 +67,7 @@ def load_stl10(root: str | os.PathLike, split: str, download: bool = True):
     folder = root / BASE_FOLDER
     hint = (f"download {cls.filename} elsewhere ({cls.url}), extract it and pass "
             f"--data-root DIR containing {BASE_FOLDER}/")
+
     def missing() -> list[str]:
         return [name for name, _ in cls.train_list + cls.test_list if not (folder / name).is_file()]
 

@@ -107,6 +107,7 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
         plot_budget_bars,
         subsample_per_class,
     )
+    from histoclr.ssl.model import load_backbone
     from histoclr.stl10 import STL10Labeled, load_stl10
     from histoclr.tracking import git_commit, mlflow_run, resolve_tracking_uri
 
@@ -120,16 +121,25 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
     # ---- everything that can fail on input, before any run is opened
     train = load_stl10(cfg.data.root, "train", download=cfg.data.download)
     test = load_stl10(cfg.data.root, "test", download=False)
-    fewest = min(int((train.labels == c).sum()) for c in set(train.labels.tolist()))
+    classes = sorted(set(train.labels.tolist()))
+    fewest = min(int((train.labels == c).sum()) for c in classes)
     if max(e.budgets) > fewest:
         raise HistoclrError(f"eval.budgets: {max(e.budgets)} labels per class asked, the train split has {fewest}")
     size = e.image_size or cfg.pretrain.views.image_size
-    test_idx = None if cfg.data.test_per_class is None else \
-        subsample_per_class(test.labels, cfg.data.test_per_class, e.seed)
+    try:
+        test_idx = None if cfg.data.test_per_class is None else \
+            subsample_per_class(test.labels, cfg.data.test_per_class, e.seed)
+    except ValueError as err:
+        raise HistoclrError(f"data.test_per_class: {err}") from None
     splits = {"train": STL10Labeled(train, size), "test": STL10Labeled(test, size, test_idx)}
     imagenet = imagenet_weights_or_reason(cfg) if "imagenet" in e.arms else (None, None, None)
-    if cfg.pretrain.backbone and not Path(cfg.pretrain.backbone).is_file():
-        raise InputFileError(cfg.pretrain.backbone, "backbone file not found (pretrain.backbone)")
+    if imagenet[0] is not None:
+        arm_encoder("imagenet", cfg, None, imagenet)  # a mismatched weights file fails here, not mid-run
+    if "simclr" in e.arms and cfg.pretrain.backbone:
+        arch = load_backbone(cfg.pretrain.backbone).arch
+        if arch != p.model.arch:
+            raise InputFileError(cfg.pretrain.backbone, f"a {arch} backbone, but the arms compare "
+                                 f"{p.model.arch}; set pretrain.model.arch={arch}")
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
@@ -144,8 +154,6 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
         backbone_path, pretrain_run = None, None
         if "simclr" in e.arms:
             if cfg.pretrain.backbone:
-                from histoclr.ssl.model import load_backbone
-
                 backbone_path = Path(cfg.pretrain.backbone)
                 pretrain_run = load_backbone(backbone_path).metadata.get("run_id")
                 echo(f"reusing backbone {backbone_path} (pretraining run {pretrain_run})")
@@ -187,7 +195,7 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
                 mlflow.set_tags({"encoder_sha256": fp, "features_cached": str(all(cached.values())).lower()})
             results[arm] = accs
             echo(f"[{arm}] " + "  ".join(f"{b}/class: {100 * a:.1f}%" for b, a in accs.items()))
-        chart = plot_budget_bars(results, out / "linear_eval.png", skipped=skipped,
+        chart = plot_budget_bars(results, out / "linear_eval.png", skipped=skipped, chance=1 / len(classes),
                                  title=f"STL-10 linear evaluation ({cfg.pretrain.model.arch}, {size} px)")
         summary = out / "linear_eval.json"
         atomic_write_json(summary, {"results": results, "skipped": skipped, "summary_run_id": pid})

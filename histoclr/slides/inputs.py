@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.slides.reader import SLIDE_SUFFIXES

@@ -11,8 +11,8 @@ corner in level-0 pixels, the pyramid level and the size in pixels *at that leve
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -60,6 +60,10 @@ class SlideReader:
 
         Pixels outside the slide (or transparent ones) are white.
         """
+        return np.asarray(self.read_region_image(location, level, size))
+
+    def read_region_image(self, location: tuple[int, int], level: int, size: tuple[int, int]):
+        """:meth:`read_region` as a PIL RGB image (saves two copies when the next step is PIL)."""
         raise NotImplementedError
 
     def thumbnail(self, max_size: int) -> np.ndarray:
@@ -69,7 +73,7 @@ class SlideReader:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> SlideReader:
+    def __enter__(self):  # -> Self (3.11+)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,15 +84,15 @@ class SlideReader:
             raise ValueError(f"level {level} out of range: {self.path.name} has {self.level_count} level(s)")
 
 
-def _rgba_to_rgb(img) -> np.ndarray:
-    """A PIL RGBA image (OpenSlide's, not premultiplied) as RGB on white, uint8 ``(H, W, 3)``."""
+def _rgba_to_rgb(img):
+    """A PIL RGBA image (OpenSlide's, not premultiplied) as a PIL RGB image on white."""
     from PIL import Image
 
-    if img.getextrema()[3][0] == 255:  # fully opaque: the common case, no blending
-        return np.asarray(img.convert("RGB"))
+    if img.getchannel("A").getextrema()[0] == 255:  # fully opaque: the common case, no blending
+        return img.convert("RGB")
     bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
     bg.alpha_composite(img)
-    return np.asarray(bg.convert("RGB"))
+    return bg.convert("RGB")
 
 
 class OpenSlideReader(SlideReader):
@@ -109,7 +113,7 @@ class OpenSlideReader(SlideReader):
         except (KeyError, ValueError):
             pass
 
-    def read_region(self, location, level, size) -> np.ndarray:
+    def read_region_image(self, location, level, size):
         self._check_level(level)
         return _rgba_to_rgb(self._slide.read_region(tuple(location), level, tuple(size)))
 
@@ -141,6 +145,11 @@ class PlainImageReader(SlideReader):
         if x1 > x0 and y1 > y0:
             out[y0 - y:y1 - y, x0 - x:x1 - x] = self._rgb[y0:y1, x0:x1]
         return out
+
+    def read_region_image(self, location, level, size):
+        from PIL import Image
+
+        return Image.fromarray(self.read_region(location, level, size))
 
     def thumbnail(self, max_size: int) -> np.ndarray:
         from PIL import Image
@@ -201,7 +210,7 @@ def _open_plain(path: Path, why_not_openslide: str) -> PlainImageReader:
             return PlainImageReader(path, rgb, mpp, f"plain-{fmt}")
     except InputFileError:
         raise
-    except Exception as e:  # tifffile/Pillow raise many types for unreadable or truncated files
+    except Exception as e:  # noqa: BLE001  tifffile/Pillow raise many types for bad files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputFileError(path, f"cannot read: {why_not_openslide}, and not a readable plain "
                              f"image either ({type(e).__name__}: {msg})") from None
@@ -247,5 +256,5 @@ def level_for_mpp(level_downsamples: Sequence[float], base_mpp: float, target_mp
         if base_mpp * ds <= target_mpp * (1 + tolerance) and ds >= level_downsamples[best]:
             best = level
     level_mpp = base_mpp * level_downsamples[best]
-    read_size = max(1, int(math.floor(out_size * target_mpp / level_mpp + 0.5)))
+    read_size = max(1, math.floor(out_size * target_mpp / level_mpp + 0.5))
     return best, read_size

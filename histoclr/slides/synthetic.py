@@ -7,8 +7,8 @@ first, resolution tags in centimetres (``openslide.mpp-x``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -21,10 +21,10 @@ import math
 import multiprocessing
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def grid(width: int, height: int, footprint0: float, step0: float) -> tuple[np.n
     def axis(n: int) -> np.ndarray:
         if n + 1e-6 < footprint0:
             return np.zeros(0, np.int64)
-        count = int(math.floor((n - footprint0) / step0 + 1e-6)) + 1
+        count = math.floor((n - footprint0) / step0 + 1e-6) + 1
         return np.floor(np.arange(count) * step0 + 0.5).astype(np.int64)
 
     return axis(width), axis(height)
@@ -187,17 +187,16 @@ def plan_slide(spec: SlideSpec, cfg: TileConfig, out: Path) -> SlidePlan:
 
             save_qc(out / "qc" / f"{spec.slide_id}.png", thumb, mask, boxes[keep],
                     title=f"{spec.slide_id}: {len(plan.tiles)} tiles")
-    except Exception as e:  # any failure on one slide is reported for that slide only
+    except Exception as e:  # noqa: BLE001  any failure of one slide fails that slide only
         plan.error = _one_line(spec, e)
         _forget_reader(spec.path)
     return plan
 
 
-def _to_image(rgb: np.ndarray, geo: Geometry):
-    """The tile as a PIL image of ``out_size`` px (area-averaged when reading more pixels)."""
+def _resized(im, geo: Geometry):
+    """The tile at ``out_size`` px (area-averaged when more pixels were read)."""
     from PIL import Image
 
-    im = Image.fromarray(rgb)
     if geo.read_size != geo.out_size:
         down = geo.read_size > geo.out_size
         im = im.resize((geo.out_size, geo.out_size),
@@ -219,11 +218,11 @@ def write_tiles(spec: SlideSpec, geo: Geometry, tiles: Sequence[tuple[int, int, 
         reader = _reader(spec.path)
         for x, y, frac in tiles:
             try:
-                rgb = reader.read_region((x, y), geo.level, (geo.read_size, geo.read_size))
-            except Exception as e:
+                im = reader.read_region_image((x, y), geo.level, (geo.read_size, geo.read_size))
+            except Exception as e:  # noqa: BLE001  OpenSlide/tifffile/PIL errors on bad data
                 raise InputFileError(spec.given, f"cannot read the region at level {geo.level}, "
                                      f"x={x}, y={y} ({_reason(e)})") from None
-            im = _to_image(rgb, geo)
+            im = _resized(im, geo)
             rel = tile_path(spec.slide_id, x, y, cfg.format)
             with atomic_path(out / rel) as tmp:
                 if cfg.format == "jpeg":
@@ -234,7 +233,7 @@ def write_tiles(spec: SlideSpec, geo: Geometry, tiles: Sequence[tuple[int, int, 
                          "level": geo.level, "read_size": geo.read_size, "out_size": geo.out_size,
                          "mpp": "" if geo.tile_mpp is None else round(geo.tile_mpp, 6),
                          "tissue_fraction": frac, "tile_path": rel})
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  reported as this slide's one-line error
         _forget_reader(spec.path)
         return [], _one_line(spec, e)
     return rows, None

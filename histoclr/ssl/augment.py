@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import inspect
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -165,7 +166,8 @@ def _as_rgb_uint8(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):  # PIL.Image
         image = np.asarray(image.convert("RGB"))
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} "
+                         f"dtype {image.dtype}")
     return np.ascontiguousarray(image)
 
 
@@ -173,7 +175,8 @@ def _as_rgb_uint8(image) -> np.ndarray:
 def _compose_of(transform) -> A.BaseCompose:
     inner = transform.transform if isinstance(transform, MultiViewTransform) else transform
     if not isinstance(inner, A.BaseCompose):
-        raise ValueError(f"expected an albumentations Compose or MultiViewTransform, got {type(transform).__name__}")
+        raise TypeError("expected an albumentations Compose or MultiViewTransform, "
+                        f"got {type(transform).__name__}")
     return inner
 
 

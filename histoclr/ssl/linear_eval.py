@@ -156,11 +156,12 @@ def linear_eval_budgets(train_feats: np.ndarray, train_labels: np.ndarray, test_
 
 
 def plot_budget_bars(results: dict[str, dict[int, float]], path: str | Path,
-                     title: str = "Linear evaluation", skipped: dict[str, str] | None = None) -> Path:
+                     title: str = "Linear evaluation", skipped: dict[str, str] | None = None,
+                     chance: float | None = None) -> Path:
     """Grouped bar chart PNG: one group per label budget, one colour per arm (test accuracy in %).
 
     ``results`` maps arm -> {budget: accuracy in [0, 1]}; ``skipped`` arms (arm -> reason) are
-    named in a footnote instead of drawn.
+    named in a footnote instead of drawn; ``chance`` (e.g. 1 / classes) is a dashed line.
     """
     import matplotlib
 
@@ -178,6 +179,8 @@ def plot_budget_bars(results: dict[str, dict[int, float]], path: str | Path,
         ys = [100 * results[arm][b] for b in budgets if b in results[arm]]
         bars = ax.bar(xs, ys, width, label=arm, color=plt.cm.tab10(i))
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.3", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
     ax.set_xlabel("labelled images per class")
     ax.set_ylabel("test accuracy (%)")

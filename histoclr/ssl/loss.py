@@ -15,9 +15,10 @@ from torch import nn
 
 def _check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
     if not isinstance(z1, torch.Tensor) or not isinstance(z2, torch.Tensor):
-        raise ValueError("z1 and z2 must be tensors")
+        raise TypeError("z1 and z2 must be tensors")
     if z1.dim() != 2 or z2.dim() != 2:
-        raise ValueError(f"z1 and z2 must be 2-D (batch, dim), got shapes {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(f"z1 and z2 must be 2-D (batch, dim), got shapes {tuple(z1.shape)} "
+                         f"and {tuple(z2.shape)}")
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 1 or z1.shape[1] < 1:

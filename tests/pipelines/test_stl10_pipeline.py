@@ -86,12 +86,18 @@ def test_recipe_logs_one_run_per_arm_and_reuses_cached_features(tmp_path, capsys
     backbone = tmp_path / "out" / "pretrain" / "backbone.pt"
     cfg = load_config(STL10Config, REPO / "configs/stl10/cpu.yaml",
                       [*TINY, "out_dir=out", f"data.root={tmp_path / 'stl10'}", f"pretrain.backbone={backbone}",
-                       "run_name=again", "eval.arms=[random,simclr]"])
+                       "run_name=again", f"eval.imagenet_weights={backbone}"])  # any local weights file
     res = pipe.run(cfg, echo=lambda s: None)
-    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "out" / "features").glob("*.npz"))] == mtimes
-    again = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}'")
-    assert sorted(r.info.run_name for r in again) == ["again/random", "again/simclr"]  # no new pretraining
-    assert all(r.data.tags["features_cached"] == "true" for r in again)
+    assert [p.stat().st_mtime_ns for p in caches] == mtimes
+    again = {r.info.run_name: r for r in client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}'")}
+    assert sorted(again) == ["again/imagenet", "again/random", "again/simclr"]  # no new pretraining
+    assert again["again/random"].data.tags["features_cached"] == "true"
+    assert again["again/simclr"].data.tags["features_cached"] == "true"
+    assert again["again/imagenet"].data.tags["skipped"] == "false"
+    assert again["again/imagenet"].data.params["backbone_source"] == str(backbone)
+    assert res["results"]["imagenet"] == res["results"]["simclr"] and not res["skipped"]
+    del res["results"]["imagenet"]
     assert res["results"] == {arm: {b: children[f"stl10-cpu/{arm}"].data.metrics[f"test_acc_{b}"] for b in (1, 2)}
                               for arm in ("random", "simclr")}
 

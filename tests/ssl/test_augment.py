@@ -7,9 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
-from histoclr.ssl.augment import (IMAGENET_MEAN, IMAGENET_STD, VIEW_RECIPES, MultiViewTransform,
-                                  augment_worker_init_fn, build_views, histology_views, natural_views,
-                                  save_view_preview, seed_transforms, seed_views)
+from histoclr.ssl.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIEW_RECIPES,
+    MultiViewTransform,
+    augment_worker_init_fn,
+    build_views,
+    histology_views,
+    natural_views,
+    save_view_preview,
+    seed_transforms,
+    seed_views,
+)
 
 SIZES = {"natural": 32, "histology": 48}
 
@@ -216,7 +226,7 @@ def test_preview_same_seed_same_picture(tmp_path, image):
 def test_histology_on_real_tile(shared_data):
     import tifffile
 
-    path = sorted((shared_data / "monuseg2018" / "unlabeled" / "images").glob("*.tif"))[0]
+    path = min((shared_data / "monuseg2018" / "unlabeled" / "images").glob("*.tif"))
     tile = np.ascontiguousarray(tifffile.imread(path)[:256, :256, :3])
     t = MultiViewTransform(histology_views(image_size=64), 2)
     seed_views(t, 0)

@@ -16,6 +16,15 @@ from histoclr.ssl.linear_eval import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The CPU is shared: tiny ops with 2 OpenMP threads on an oversubscribed machine crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _blobs(n_per_class: int, num_classes: int = 4, dim: int = 16, sep: float = 6.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(num_classes, dim)) * sep
@@ -70,7 +79,7 @@ def test_linear_classifier_separates_blobs_and_fails_on_shuffled_labels():
     te_x = te_x + np.random.default_rng(9).normal(size=te_x.shape).astype(np.float32) * 0.1
     assert train_linear_classifier(tr_x, tr_y, te_x, te_y) >= 0.98
     shuffled = np.random.default_rng(2).permutation(tr_y)
-    assert train_linear_classifier(tr_x, shuffled, te_x, te_y) < 0.7
+    assert train_linear_classifier(tr_x, shuffled, te_x, te_y, max_iter=50) < 0.7
     with pytest.raises(ValueError, match="same D"):
         train_linear_classifier(tr_x, tr_y, te_x[:, :3], te_y)
 
@@ -109,6 +118,6 @@ def test_plot_budget_bars_writes_png(tmp_path):
     from histoclr.ssl.linear_eval import plot_budget_bars
 
     out = plot_budget_bars({"random": {10: 0.3, 20: 0.35}, "simclr": {10: 0.5, 20: 0.6}},
-                           tmp_path / "chart.png", skipped={"imagenet": "no weights offline"})
+                           tmp_path / "chart.png", skipped={"imagenet": "no weights offline"}, chance=0.1)
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200

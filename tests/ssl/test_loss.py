@@ -86,7 +86,8 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: NTXentLoss(0.5)(a, b), (z1, z2))
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0}, {"temperature": float("nan")}])
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0},
+                                    {"temperature": float("nan")}])
 def test_bad_temperature(kwargs):
     with pytest.raises(ValueError, match="temperature"):
         NTXentLoss(**kwargs)
@@ -170,3 +171,8 @@ def test_ranking_no_grad():
     z1 = torch.randn(4, 3, requires_grad=True)
     m = ranking_metrics(z1, z1 * 2)
     assert set(m) == {"top1", "top5", "mean_rank"} and all(isinstance(v, float) for v in m.values())
+
+
+def test_non_tensor_input():
+    with pytest.raises(TypeError, match="tensors"):
+        NTXentLoss()([[1.0, 0.0]], torch.ones(1, 2))
