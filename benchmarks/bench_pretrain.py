@@ -14,6 +14,7 @@ held-out checks are off (they run once per run, not per step).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,14 +97,81 @@ def measure(cfg, dataset, skip: int) -> dict:
             "steps": steps, "wall": wall}
 
 
+def report_run(run_dir: Path, command: str, images_dir: Path = REPO / "docs" / "img" / "pretrain_cpu") -> Path:
+    """Write the docs/results.md section of a finished `histoclr pretrain` run in ``run_dir``.
+
+    Reads the run's config, diagnostics and MLflow run (loss history, timings), copies its
+    pictures to ``images_dir`` and links them.
+    """
+    import json
+    import os
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from benchmarks._report import RESULTS
+    from histoclr.io import atomic_write_bytes
+    from histoclr.ssl.trainer import load_checkpoint
+    from histoclr.tracking import resolve_tracking_uri
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    diag = json.loads((run_dir / "diagnostics" / "diagnostics.json").read_text())
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    client = MlflowClient(resolve_tracking_uri(cfg["tracking"]["tracking_uri"]))
+    run = client.get_run(ckpt["run_id"])
+    m, p = run.data.metrics, run.data.params
+    loss = sorted((h.step, h.value) for h in client.get_metric_history(run.info.run_id, "loss"))
+    wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else float("nan")
+    pics = []
+    for name in ("loss_curve.png", "embedding_map.png", "neighbours.png"):
+        atomic_write_bytes(images_dir / name, (run_dir / "diagnostics" / name).read_bytes())
+        pics.append(os.path.relpath(images_dir / name, RESULTS.parent))
+    atomic_write_bytes(images_dir / "views_preview.png", (run_dir / "views_preview.png").read_bytes())
+    pics.append(os.path.relpath(images_dir / "views_preview.png", RESULTS.parent))
+    t, mo = cfg["train"], cfg["model"]
+    hold = diag.get("holdout_slide_ids", [])
+    body = [
+        (f"{mo['arch']} SimCLR, {cfg['views']['image_size']} px `histology` views of 224 px tiles at 0.5 um/px, "
+        f"batch {t['batch_size']} ({2 * t['batch_size']} images/step), {t['max_steps']} steps, "
+        f"{cfg['optim']['name']} lr {cfg['optim']['lr']}, temperature {cfg['loss']['temperature']}. "
+        f"Training tiles: {p.get('data.train_tiles')} from {p.get('data.train_slides')} slides; held out "
+        f"(by slide): {int(m.get('holdout_tiles', 0))} tiles from {len(hold)} slides ({', '.join(hold)})."), "",
+        (f"- Wall time (MLflow run start to end, incl. held-out checks): {wall / 60:.1f} min; training "
+        f"{m['final_train_time_s'] / 60:.1f} min at **{m['final_images_per_s_mean']:.1f} images/s** "
+        "(two views count as two images), on a CPU shared with other engineers' jobs."),
+        (f"- NT-Xent loss (batch): {loss[0][1]:.3f} at step {loss[0][0]} -> {loss[-1][1]:.3f} at step {loss[-1][0]} "
+        f"(log(2B-1) = {math.log(2 * t['batch_size'] - 1):.3f} is chance)."),
+        f"- Unreadable tiles skipped: {int(m.get('bad_tiles', 0))}.",
+        f"- Backbone for `finetune-seg`: `{run_dir / 'backbone.pt'}` (MLflow run `{run.info.run_id}`).", "",
+        ("Held-out positive-pair ranking (two `histology` views of each held-out tile, encoder features, "
+        f"eval mode; {2 * int(m.get('holdout_tiles', 0))} views, chance top-1 = "
+        f"{1 / max(1, 2 * int(m.get('holdout_tiles', 0)) - 1):.3f}):"), "",
+        "| encoder | top-1 | top-5 | mean rank | nearest neighbour from the same slide |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, suffix in ((f"SimCLR (step {diag['step']})", ""), ("random init", "_random")):
+        body.append(f"| {label} | {m['holdout_top1' + suffix]:.3f} | {m['holdout_top5' + suffix]:.3f} | "
+                    f"{m['holdout_mean_rank' + suffix]:.2f} | {m['holdout_nn_same_slide' + suffix]:.2f} |")
+    body += ["", *[f"![{Path(x).stem}]({x})" for x in pics]]
+    return write_section("SimCLR pretraining on MoNuSeg + CMU-1 (CPU)", "\n".join(body), command, doc=RESULTS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--manifests", nargs="+", required=True, help="tiles.csv files or folders")
+    ap.add_argument("--report-run", type=Path, default=None,
+                    help="instead of benchmarking: write docs/results.md's section for this finished run folder")
+    ap.add_argument("--run-command", default="", help="with --report-run: the exact commands of the run")
+    ap.add_argument("--manifests", nargs="+", help="tiles.csv files or folders")
     ap.add_argument("--config", default=str(REPO / "configs" / "pretrain" / "cpu.yaml"))
     ap.add_argument("--steps", type=int, default=8, help="training steps per run")
     ap.add_argument("--skip", type=int, default=2, help="first steps left out of the timing")
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = ap.parse_args()
+    if args.report_run is not None:
+        print(report_run(args.report_run, args.run_command))
+        return
+    if not args.manifests:
+        ap.error("--manifests is required")
 
     from histoclr.config.loader import load_config
     from histoclr.config.pretrain import PretrainConfig
@@ -123,21 +191,21 @@ def main() -> None:
         print(f"model only: {model_only}", flush=True)
 
     t = cfg.train
-    rows = [("`histoclr pretrain` data path (real PNG tiles, histology views, "
-             f"{t.num_workers} workers)", real),
+    rows = [(("`histoclr pretrain` data path (real PNG tiles, histology views, "
+             f"{t.num_workers} workers)"), real),
             ("model only (pre-made tensors, no workers)", model_only)]
-    body = [f"{cfg.model.arch} SimCLR, {cfg.views.image_size} px views, batch {t.batch_size} "
+    body = [(f"{cfg.model.arch} SimCLR, {cfg.views.image_size} px views, batch {t.batch_size} "
             f"(= {2 * t.batch_size} images/step), precision {t.precision}, {torch.get_num_threads()} "
-            f"torch threads; {real['steps']} timed steps per run after {args.skip} warm-up steps.", "",
+            f"torch threads; {real['steps']} timed steps per run after {args.skip} warm-up steps."), "",
             "| run | images/s | s/step | data wait share |", "|---|---:|---:|---:|"]
     for name, r in rows:
         body.append(f"| {name} | {r['img_s']:.1f} | {r['s_step']:.2f} | {100 * r['wait_share']:.1f}% |")
-    body += ["", f"Ratio pipeline / model-only: **{real['img_s'] / model_only['img_s']:.2f}x** "
-             f"(1.0 = data loading fully hidden behind compute).", "",
-             "The CPU was shared with other engineers' jobs during the run, so absolute numbers "
-             "vary with their load; the ratio and the wait share come from the same run.", "",
-             "GPU target (1,500 images/s for ResNet-50 at 224 px on one H100, bf16, "
-             "`configs/pretrain/gpu_resnet50.yaml`): **unmeasured** (no GPU was available)."]
+    body += ["", (f"Ratio pipeline / model-only: **{real['img_s'] / model_only['img_s']:.2f}x** "
+             f"(1.0 = data loading fully hidden behind compute)."), "",
+             ("The CPU was shared with other engineers' jobs during the run, so absolute numbers "
+             "vary with their load; the ratio and the wait share come from the same run."), "",
+             ("GPU target (1,500 images/s for ResNet-50 at 224 px on one H100, bf16, "
+             "`configs/pretrain/gpu_resnet50.yaml`): **unmeasured** (no GPU was available).")]
     cmd = "python benchmarks/bench_pretrain.py " + " ".join(
         ["--manifests", *args.manifests, "--steps", str(args.steps), "--skip", str(args.skip)]
         + ([f"--config {args.config}"] if args.config != ap.get_default("config") else []) + args.overrides)

@@ -3,8 +3,8 @@ floor and histolab's GridTiler, all in the same run.
 
     .venv/bin/python benchmarks/bench_tile.py [--size 20480] [--histolab-python /tmp/histolab-venv/bin/python]
 
-The slide (JPEG tiles, 0.5 µm/px, H&E-like texture on ~40 % of it) is cached in
-/tmp/histoclr-bench/. Writes the section "Tiling (histoclr tile)" of docs/benchmarks.md.
+The slide (JPEG tiles, 0.25 µm/px as a 40x scan, H&E-like texture on ~40 % of it) is cached in
+/tmp/histoclr-bench/; it is tiled at 0.5 µm/px (224-px tiles read from pyramid level 1). Writes the section "Tiling (histoclr tile)" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ sys.path.insert(0, str(REPO))
 from benchmarks._report import write_section
 
 CACHE = Path("/tmp/histoclr-bench")
+SLIDE_MPP = 0.25
 MPP = 0.5
+LEVEL = 1  # 0.5 µm/px is level 1 of a 0.25 µm/px pyramid
 TILE = 224
 
 HISTOLAB_SCRIPT = r"""
@@ -34,7 +36,7 @@ from histolab.tiler import GridTiler
 slide_path, out = sys.argv[1], Path(sys.argv[2])
 t0 = time.perf_counter()
 slide = Slide(slide_path, processed_path=str(out))
-GridTiler(tile_size=(224, 224), level=0, check_tissue=True, tissue_percent=50.0,
+GridTiler(tile_size=(224, 224), level=1, check_tissue=True, tissue_percent=50.0,
           pixel_overlap=0, prefix="", suffix=".jpg").extract(slide)
 print(time.perf_counter() - t0, len(list(out.rglob("*.jpg"))))
 """
@@ -43,7 +45,7 @@ print(time.perf_counter() - t0, len(list(out.rglob("*.jpg"))))
 def build_slide(size: int) -> Path:
     from histoclr.slides.synthetic import write_pyramid_tiff
 
-    path = CACHE / f"synthetic_{size}_jpeg.tif"
+    path = CACHE / f"synthetic_{size}_{SLIDE_MPP}mpp_jpeg.tif"
     if path.is_file():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def build_slide(size: int) -> Path:
               (s * 6 // 10, s // 5, s * 9 // 10, s // 2)]         # and a smaller one
     t0 = time.perf_counter()
     tmp = path.with_suffix(".tmp.tif")
-    write_pyramid_tiff(tmp, s, s, mpp=MPP, tissue=tissue, levels=5, compression="jpeg")
+    write_pyramid_tiff(tmp, s, s, mpp=SLIDE_MPP, tissue=tissue, levels=5, compression="jpeg")
     tmp.rename(path)
     print(f"built {path} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s")
     return path
@@ -66,11 +68,12 @@ def floor(path: Path) -> tuple[float, int]:
 
     slide = openslide.OpenSlide(str(path))
     w, h = slide.dimensions
-    xs, ys = grid(w, h, TILE, TILE)
+    step0 = TILE * MPP / SLIDE_MPP
+    xs, ys = grid(w, h, step0, step0)
     t0 = time.perf_counter()
     for y in ys:
         for x in xs:
-            slide.read_region((int(x), int(y)), 0, (TILE, TILE))
+            slide.read_region((int(x), int(y)), LEVEL, (TILE, TILE))
     return time.perf_counter() - t0, len(xs) * len(ys)
 
 
@@ -128,15 +131,15 @@ def main() -> None:
                     f"{grid_n / dt:.0f} | {f_s / dt:.2f} | {n / dt:.0f} | {(n / dt) / (grid_n / f_s):.2f} |")
     if isinstance(hl, tuple):
         dt, n = hl
-        rows.append(f"| histolab `GridTiler` (level 0, 224 px, tissue ≥ 50 %, JPEG) | 1 | {dt:.1f} | {n} | "
+        rows.append(f"| histolab `GridTiler` (level 1, 224 px, tissue ≥ 50 %, JPEG) | 1 | {dt:.1f} | {n} | "
                     f"{grid_n / dt:.0f} | {f_s / dt:.2f} | {n / dt:.0f} | {(n / dt) / (grid_n / f_s):.2f} |")
     else:
         rows.append(f"| histolab `GridTiler` | 1 | – | – | – | – | – | {hl} |")
     body = "\n".join(rows) + f"""
 
-Slide: synthetic pyramidal TIFF {ns.size} x {ns.size} px at {MPP} µm/px (5 levels, 256-px JPEG
-tiles, H&E-like texture on ~40 % of it; cached in {CACHE}), tiled at {MPP} µm/px into {TILE}-px
-tiles (level 0, no resize): {grid_n} grid positions, {kept} with ≥ 50 % tissue. "× floor (same
+Slide: synthetic pyramidal TIFF {ns.size} x {ns.size} px at {SLIDE_MPP} µm/px (5 levels, 256-px
+JPEG tiles, H&E-like texture on ~40 % of it; cached in {CACHE}), tiled at {MPP} µm/px into
+{TILE}-px tiles (read from level {LEVEL}, no resize): {grid_n} grid positions, {kept} with ≥ 50 % tissue. "× floor (same
 grid)" compares the time to get through the slide's grid (histoclr reads only tissue tiles, the
 floor reads every position); "× floor (per written tile)" compares the rate per tile read, which
 for histoclr also pays the JPEG encode (quality 90), the atomic write, the tissue mask, the QC

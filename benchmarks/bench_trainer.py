@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HISTOCLR_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -118,15 +118,21 @@ def loader_rate(cfg, dataset, batches: int, skip: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=6, help="timed training steps per run")
+    ap.add_argument("--steps", type=int, default=4, help="timed training steps per run")
     ap.add_argument("--skip", type=int, default=2, help="first steps left out of the timing")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from histoclr.config.ssl import (ModelConfig, OptimConfig, SSLConfig, TrackingConfig, TrainConfig,
-                                     ViewsConfig)
+    from histoclr.config.ssl import (
+        ModelConfig,
+        OptimConfig,
+        SSLConfig,
+        TrackingConfig,
+        TrainConfig,
+        ViewsConfig,
+    )
     from histoclr.ssl.augment import MultiViewTransform, build_views
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,21 +158,24 @@ def main() -> None:
 
     rows = [("data + model (JPEG decode + views in workers)", full, full_wall),
             ("model only (pre-made view tensors, no workers)", model, model_wall)]
-    body = [f"ResNet-18 SimCLR (LARS, fp32, 2-layer 512-d head), {args.image_size} px natural views, "
-            f"batch {args.batch_size} (= {2 * args.batch_size} views/step), {args.workers} DataLoader "
-            f"workers, {args.steps} timed steps after {args.skip} warm-up steps; data: {origin}. "
-            f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads.",
+    body = [(f"ResNet-18 SimCLR (LARS, fp32, 2-layer 512-d head), {args.image_size} px natural views, "
+             f"batch {args.batch_size} (= {2 * args.batch_size} views/step), {args.workers} DataLoader "
+             f"workers, {args.steps} timed steps after {args.skip} warm-up steps; data: {origin}. "
+             f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads."),
             "", "| run | images/s | s/step | wall s (incl. start-up) |", "|---|---:|---:|---:|"]
     for name, rate, wall in rows:
         body.append(f"| {name} | {rate:.1f} | {2 * args.batch_size / rate:.2f} | {wall:.0f} |")
     body.append(f"| data only (the DataLoader of the first row, no model) | {data:.1f} | "
                 f"{2 * args.batch_size / data:.2f} | - |")
-    body += ["", f"**ratio model-only / data+model = {model / full:.2f}x**: the real data path makes a "
-                 f"training step {100 * (model / full - 1):.0f}% slower here. On this 2-core machine the "
-                 "workers and the model compete for the same cores; the data path alone delivers "
-                 f"{data / model:.1f}x what the model consumes.",
-             "", "The CPU was shared with other engineers' jobs while this ran (load average above the "
-                 "core count), so absolute numbers are pessimistic and noisy; the ratio is taken in one run."]
+    bound = ("the model, not decoding/augmenting, bounds a step" if data > model
+             else "the data path is the bottleneck")
+    body += ["", (f"**ratio model-only / data+model = {model / full:.2f}x** (step time with the real data "
+                  f"path {100 * (model / full - 1):+.0f}% vs model-only). The workers and the model share "
+                  f"the same {os.cpu_count()} cores; the data path alone delivers {data / model:.1f}x the "
+                  f"images/s the model consumes, so {bound}."),
+             "", ("The CPU was shared with other engineers' jobs while this ran (load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end), so absolute numbers are "
+                  "pessimistic and noisy; the ratio is taken in one run.")]
     text = "\n".join(body)
     print(text)
     cmd = "  ".join(["python benchmarks/bench_trainer.py"] + sys.argv[1:])

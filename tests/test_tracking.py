@@ -34,17 +34,15 @@ def test_run_logs_params_metrics_artifacts_and_git_tag(tmp_path):
 
 
 def test_exception_marks_run_failed():
-    with pytest.raises(RuntimeError, match="boom"):
-        with mlflow_run("exp-b", "bad") as run:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), mlflow_run("exp-b", "bad") as run:
+        raise RuntimeError("boom")
     assert _client().get_run(run.info.run_id).info.status == "FAILED"
     assert mlflow.active_run() is None
 
 
 def test_keyboard_interrupt_marks_run_killed():
-    with pytest.raises(KeyboardInterrupt):
-        with mlflow_run("exp-b", "interrupted") as run:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), mlflow_run("exp-b", "interrupted") as run:
+        raise KeyboardInterrupt
     assert _client().get_run(run.info.run_id).info.status == "KILLED"
 
 

@@ -59,7 +59,8 @@ def pretrain(ctx: click.Context, config_path: Path | None, overrides: tuple[str,
     main = int(os.environ.get("RANK", "0")) == 0
     echo = click.echo if main else (lambda *a, **k: None)
 
-    from histoclr.pretrain.run import prepare_data, pretrain as run_pretrain
+    from histoclr.pretrain.run import prepare_data
+    from histoclr.pretrain.run import pretrain as run_pretrain
 
     with _warnings_to_stderr():
         data = prepare_data(cfg)

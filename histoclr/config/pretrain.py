@@ -8,7 +8,6 @@ tracking, out_dir) with two more groups: ``data`` (which tiles, which slides are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 from histoclr.config.ssl import SSLConfig, ViewsConfig
 from histoclr.errors import ConfigError
@@ -18,8 +17,8 @@ PROJECTIONS = ("auto", "pca", "tsne")
 
 @dataclass
 class DataConfig:
-    manifests: List[str] = field(default_factory=list)   # tiles.csv files (or folders holding one)
-    slides: List[str] = field(default_factory=list)      # slide_id include list; empty = all slides
+    manifests: list[str] = field(default_factory=list)   # tiles.csv files (or folders holding one)
+    slides: list[str] = field(default_factory=list)      # slide_id include list; empty = all slides
     min_tissue: float = 0.0                              # keep tiles with tissue_fraction >= this
     holdout_fraction: float = 0.2                        # fraction of SLIDES held out for the checks
 

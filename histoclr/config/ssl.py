@@ -9,7 +9,7 @@ linear warm-up then cosine decay. ``train.batch_size`` is PER PROCESS; the globa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 from histoclr.errors import ConfigError
 
@@ -43,7 +43,7 @@ class OptimConfig:
     lars_eta: float = 0.001            # LARS trust coefficient
     exclude_bn_bias_from_wd_and_lars: bool = True
     warmup_steps: int = 10
-    warmup_fraction: Optional[float] = None   # when set, warm-up = round(fraction * max_steps) steps
+    warmup_fraction: float | None = None   # when set, warm-up = round(fraction * max_steps) steps
     min_lr_ratio: float = 0.0          # cosine floor as a fraction of the peak lr
 
 
@@ -52,7 +52,7 @@ class ViewsConfig:
     recipe: str = "histology"          # a recipe of histoclr.ssl.augment.build_views
     image_size: int = 224
     n_views: int = 2
-    params: Dict[str, Any] = field(default_factory=dict)   # extra kwargs for build_views
+    params: dict[str, Any] = field(default_factory=dict)   # extra kwargs for build_views
 
 
 @dataclass
@@ -77,9 +77,9 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    tracking_uri: Optional[str] = None     # None: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db
+    tracking_uri: str | None = None     # None: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db
     experiment: str = "histoclr"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     enabled: bool = True
 
 
@@ -133,7 +133,7 @@ class SSLConfig:
 def warmup_steps(optim: OptimConfig, max_steps: int) -> int:
     """The number of linear warm-up steps (``warmup_fraction`` wins over ``warmup_steps``)."""
     if optim.warmup_fraction is not None:
-        return int(round(optim.warmup_fraction * max_steps))
+        return round(optim.warmup_fraction * max_steps)
     return optim.warmup_steps
 
 

@@ -9,8 +9,8 @@ and the dataset returns the next readable tile instead: one bad file never stops
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def split_slides(slide_ids: Sequence[str], fraction: float, seed: int) -> tuple[
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     unique = sorted(set(slide_ids))
     n = len(unique)
-    n_hold = int(round(fraction * n))
+    n_hold = round(fraction * n)
     if fraction > 0 and n >= 2:
         n_hold = max(1, n_hold)
     n_hold = min(n_hold, max(0, n - 1))
@@ -124,7 +124,7 @@ class TileDataset(Dataset):
         self._bad = torch.zeros(len(self.tile_paths), dtype=torch.uint8).share_memory_()
 
     @classmethod
-    def from_table(cls, tiles, transform=None) -> "TileDataset":
+    def from_table(cls, tiles, transform=None) -> TileDataset:
         """From a :func:`load_tiles` table."""
         return cls(list(tiles["tile_path"]), list(tiles["slide_id"]), transform)
 
@@ -137,7 +137,7 @@ class TileDataset(Dataset):
             return None
         try:
             return read_tile(self.tile_paths[j])
-        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError, struct.error...
             if not self._bad[j]:
                 self._bad[j] = 1
                 log.warning("%s: cannot read tile (%s); skipped", self.tile_paths[j], _reason(e))
@@ -169,7 +169,7 @@ class TileDataset(Dataset):
             try:
                 read_tile(self.tile_paths[j])
                 reason = "unreadable during training"
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any decoder error is a reason to report
                 reason = _reason(e)
             out.append((self.tile_paths[j], reason))
         return out

@@ -15,11 +15,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

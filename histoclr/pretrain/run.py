@@ -41,7 +41,8 @@ class PretrainData:
 
 def build_views(cfg: PretrainConfig):
     """The configured view recipe wrapped in a :class:`MultiViewTransform`; ConfigError on bad params."""
-    from histoclr.ssl.augment import MultiViewTransform, build_views as _build
+    from histoclr.ssl.augment import MultiViewTransform
+    from histoclr.ssl.augment import build_views as _build
 
     v = cfg.views
     try:

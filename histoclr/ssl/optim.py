@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ class LARS(torch.optim.Optimizer):
         if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0 or eta <= 0:
             raise ValueError(f"invalid LARS arguments: lr={lr}, momentum={momentum}, "
                              f"weight_decay={weight_decay}, eta={eta}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=lars))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "eta": eta, "lars": lars})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import pickle
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,7 +174,7 @@ class SimCLRTrainer:
 
     def __init__(self, cfg: SSLConfig, dataset: Dataset, *, extra_params: dict | None = None,
                  extra_tags: dict | None = None,
-                 on_end: Callable[["SimCLRTrainer", Any], dict | None] | None = None,
+                 on_end: Callable[[SimCLRTrainer, Any], dict | None] | None = None,
                  preview_images: list[np.ndarray] | None = None, model: SimCLRModel | None = None):
         cfg.validate()
         self.cfg = cfg
@@ -210,8 +213,6 @@ class SimCLRTrainer:
             # ============ seeding ============
             _seed_everything(tc.seed)
             if tc.deterministic:
-                import os
-
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True)
                 torch.backends.cudnn.deterministic = True
@@ -481,11 +482,12 @@ class SimCLRTrainer:
 
         run_id = self.run_id if ckpt is not None else None
         if run_id is not None:
+            from mlflow.exceptions import MlflowException
             from mlflow.tracking import MlflowClient
 
             try:
                 MlflowClient(resolve_tracking_uri(tr.tracking_uri)).get_run(run_id)
-            except Exception:
+            except MlflowException:
                 run_id = None   # the checkpoint's run is not in this store: start a new one
         params = flatten(config_to_dict(self.cfg))
         params.update(self.extra_params)
@@ -520,7 +522,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InputFileError(path, "checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise InputFileError(path, f"cannot read checkpoint ({str(e).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputFileError(path, "not a histoclr SimCLR checkpoint")

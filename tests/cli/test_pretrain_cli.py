@@ -23,8 +23,17 @@ TINY = ["model.arch=resnet18", "model.proj_hidden_dim=32", "model.proj_out_dim=1
         "out_dir=run"]
 
 
-def run(*args) -> "click.testing.Result":  # noqa: F821
+def run(*args) -> click.testing.Result:  # noqa: F821
     return CliRunner().invoke(cli, ["pretrain", *map(str, args)])
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run several times faster on one thread when the CPU is shared (no spin-waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -32,6 +41,7 @@ def manifest(tmp_path) -> Path:
     return synthetic_tiles.write_manifest(tmp_path / "tiles", {"sa": 4, "sb": 4, "sc": 4}, size=48)
 
 
+@pytest.mark.slow
 def test_pretrain_writes_backbone_logs_checks_and_resumes(manifest, tmp_path):
     import mlflow
     import torchvision
@@ -79,6 +89,7 @@ def test_pretrain_writes_backbone_logs_checks_and_resumes(manifest, tmp_path):
     assert [h.step for h in client.get_metric_history(run2.info.run_id, "loss")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_missing_and_corrupt_tiles_are_reported_and_skipped(manifest, tmp_path):
     import mlflow
 

@@ -97,12 +97,14 @@ def test_corrupt_file_among_good_ones(tmp_path, pyramid):
 def test_resume_after_sigkill_gives_the_same_output(tmp_path, pyramid):
     slides = tmp_path / "slides"
     slides.mkdir()
-    for name in ("s1", "s2", "s3"):
+    # s1 is small and done first; the kill lands while the larger s2/s3 are being tiled
+    write_pyramid_tiff(slides / "s1.tif", 1024, 768, mpp=0.25, tissue=[(0, 0, 512, 768)], levels=2)
+    for name in ("s2", "s3"):
         shutil.copy(pyramid, slides / f"{name}.tif")
-    args = [slides, "--mpp", 0.5, "--tile-size", 64, "tissue.thumbnail_size=512"]
+    args = [slides, "--mpp", 0.25, "--tile-size", 64, "tissue.thumbnail_size=512"]
     ref = run(*args, "--out", tmp_path / "ref")
     assert ref.exit_code == 0, ref.output
-    assert "3 slide(s): 3 ok, 0 failed; 288 tiles" in ref.stdout
+    assert "3 slide(s): 3 ok, 0 failed; 864 tiles" in ref.stdout
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "histoclr", "tile", *map(str, args), "--out", str(out)]

@@ -7,9 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from histoclr.pretrain.diagnostics import (embed, eval_transform, nearest_neighbours, project_2d,
-                                           same_slide_rate, save_embedding_map, save_loss_curve,
-                                           save_neighbour_montage, two_views)
+from histoclr.pretrain.diagnostics import (
+    embed,
+    eval_transform,
+    nearest_neighbours,
+    project_2d,
+    same_slide_rate,
+    save_embedding_map,
+    save_loss_curve,
+    save_neighbour_montage,
+    two_views,
+)
 from histoclr.ssl.augment import MultiViewTransform, build_views
 
 
@@ -59,7 +67,7 @@ def test_project_2d_and_neighbours():
     assert project_2d(feats[:5], "auto")[1] == "PCA"                          # too few points for t-SNE
     with pytest.raises(ValueError):
         project_2d(feats[:1], "pca")
-    sims, idx = nearest_neighbours(feats, 3)
+    _, idx = nearest_neighbours(feats, 3)
     assert idx.shape == (30, 3) and not (idx == torch.arange(30)[:, None]).any()
     assert (idx[:15] < 15).all() and (idx[15:] >= 15).all()
     assert same_slide_rate(feats, ["a"] * 15 + ["b"] * 15) == 1.0

@@ -160,7 +160,7 @@ def _load(seed: int) -> list[torch.Tensor]:
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2,
                                          worker_init_fn=augment_worker_init_fn,
                                          generator=torch.Generator().manual_seed(seed),
-                                         multiprocessing_context="fork")
+                                         multiprocessing_context="fork", timeout=120)
     return list(loader)  # worker 0 -> batch 0 (items 0, 1), worker 1 -> batch 1 (items 2, 3)
 
 

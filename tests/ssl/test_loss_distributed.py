@@ -1,13 +1,15 @@
 """NTXentLoss(gather_distributed=True) on 2 CPU processes (gloo) equals the one-process loss.
 
-The ranks are started with ``torch.multiprocessing.start_processes(..., start_method="fork")``
-(``mp.spawn`` with fork): the children inherit the imported torch and this module instead of
-re-importing them, which keeps the test fast on a busy CPU. No CUDA is touched before forking.
+The ranks are started with ``torch.multiprocessing.spawn`` (fresh interpreters; forking a
+pytest process that already ran torch ops can deadlock). The children import this module by
+the name pytest gave it, so its folder and the repository root go on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -36,12 +38,14 @@ def _rank_main(rank: int, port: int, z1: torch.Tensor, z2: torch.Tensor, out: st
         dist.destroy_process_group()
 
 
-def test_gathered_loss_and_gradients_match_single_process(tmp_path):
+def test_gathered_loss_and_gradients_match_single_process(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     z1 = torch.randn(WORLD * N, D, generator=g, dtype=torch.float64)
     z2 = torch.randn(WORLD * N, D, generator=g, dtype=torch.float64)
-    mp.start_processes(_rank_main, args=(_free_port(), z1, z2, str(tmp_path)), nprocs=WORLD,
-                       join=True, start_method="fork")
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    mp.spawn(_rank_main, args=(_free_port(), z1, z2, str(tmp_path)), nprocs=WORLD, join=True)
 
     # single process on the concatenated batch
     a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()

@@ -13,7 +13,14 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import Dataset
 
 from histoclr.config.loader import config_to_dict
-from histoclr.config.ssl import ModelConfig, OptimConfig, SSLConfig, TrackingConfig, TrainConfig, ViewsConfig
+from histoclr.config.ssl import (
+    ModelConfig,
+    OptimConfig,
+    SSLConfig,
+    TrackingConfig,
+    TrainConfig,
+    ViewsConfig,
+)
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.ssl.augment import MultiViewTransform, build_views
 from histoclr.ssl.model import load_backbone, load_state_dict_strict
@@ -46,8 +53,8 @@ class BlockImages(Dataset):
 
 
 def tiny_cfg(out: Path, **train) -> SSLConfig:
-    t = dict(max_steps=4, batch_size=4, num_workers=0, precision="32", channels_last=False, seed=7,
-             checkpoint_every=0, log_every=1, device="cpu")
+    t = {"max_steps": 4, "batch_size": 4, "num_workers": 0, "precision": "32", "channels_last": False,
+         "seed": 7, "checkpoint_every": 0, "log_every": 1, "device": "cpu"}
     t.update(train)
     return SSLConfig(model=ModelConfig("resnet18", 32, 16, 2),
                      optim=OptimConfig(name="lars", lr=1.0, warmup_steps=2),

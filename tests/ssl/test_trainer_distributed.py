@@ -85,7 +85,7 @@ def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
          str(script), str(tmp_path / "ddp"), "4", "ddp"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "8", "single"],
-                            env=env, capture_output=True, text=True, timeout=600)
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
     ddp_out, _ = ddp.communicate(timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     assert ddp.returncode == 0, ddp_out[-3000:]
