@@ -97,7 +97,8 @@ def measure(cfg, dataset, skip: int) -> dict:
             "steps": steps, "wall": wall}
 
 
-def report_run(run_dir: Path, command: str, images_dir: Path = REPO / "docs" / "img" / "pretrain_cpu") -> Path:
+def report_run(run_dir: Path, command: str, note: str = "",
+               images_dir: Path = REPO / "docs" / "img" / "pretrain_cpu") -> Path:
     """Write the docs/results.md section of a finished `histoclr pretrain` run in ``run_dir``.
 
     Reads the run's config, diagnostics and MLflow run (loss history, timings), copies its
@@ -142,7 +143,7 @@ def report_run(run_dir: Path, command: str, images_dir: Path = REPO / "docs" / "
         (f"- NT-Xent loss (batch): {loss[0][1]:.3f} at step {loss[0][0]} -> {loss[-1][1]:.3f} at step {loss[-1][0]} "
         f"(log(2B-1) = {math.log(2 * t['batch_size'] - 1):.3f} is chance)."),
         f"- Unreadable tiles skipped: {int(m.get('bad_tiles', 0))}.",
-        f"- Backbone for `finetune-seg`: `{run_dir / 'backbone.pt'}` (MLflow run `{run.info.run_id}`).", "",
+        f"- Backbone for `finetune-seg`: `{(run_dir / 'backbone.pt').resolve()}` (MLflow run `{run.info.run_id}`).", "",
         ("Held-out positive-pair ranking (two `histology` views of each held-out tile, encoder features, "
         f"eval mode; {2 * int(m.get('holdout_tiles', 0))} views, chance top-1 = "
         f"{1 / max(1, 2 * int(m.get('holdout_tiles', 0)) - 1):.3f}):"), "",
@@ -152,6 +153,8 @@ def report_run(run_dir: Path, command: str, images_dir: Path = REPO / "docs" / "
     for label, suffix in ((f"SimCLR (step {diag['step']})", ""), ("random init", "_random")):
         body.append(f"| {label} | {m['holdout_top1' + suffix]:.3f} | {m['holdout_top5' + suffix]:.3f} | "
                     f"{m['holdout_mean_rank' + suffix]:.2f} | {m['holdout_nn_same_slide' + suffix]:.2f} |")
+    if note:
+        body += ["", note]
     body += ["", *[f"![{Path(x).stem}]({x})" for x in pics]]
     return write_section("SimCLR pretraining on MoNuSeg + CMU-1 (CPU)", "\n".join(body), command, doc=RESULTS)
 
@@ -161,6 +164,7 @@ def main() -> None:
     ap.add_argument("--report-run", type=Path, default=None,
                     help="instead of benchmarking: write docs/results.md's section for this finished run folder")
     ap.add_argument("--run-command", default="", help="with --report-run: the exact commands of the run")
+    ap.add_argument("--note", default="", help="with --report-run: a paragraph on how to read the numbers")
     ap.add_argument("--manifests", nargs="+", help="tiles.csv files or folders")
     ap.add_argument("--config", default=str(REPO / "configs" / "pretrain" / "cpu.yaml"))
     ap.add_argument("--steps", type=int, default=8, help="training steps per run")
@@ -168,7 +172,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = ap.parse_args()
     if args.report_run is not None:
-        print(report_run(args.report_run, args.run_command))
+        print(report_run(args.report_run, args.run_command, args.note))
         return
     if not args.manifests:
         ap.error("--manifests is required")

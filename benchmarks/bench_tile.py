@@ -89,8 +89,10 @@ def histoclr_tile(path: Path, workers: int, out: Path) -> tuple[float, int]:
 
 
 def histolab(path: Path, python: str, out: Path) -> tuple[float, int] | str:
-    if not Path(python).is_file():
-        return f"not run: {python} not found (histolab did not install into its own venv)"
+    if not Path(python).is_file() or subprocess.run([python, "-c", "import histolab"], check=False,
+                                                   capture_output=True).returncode != 0:
+        return (f"not run: histolab is not importable with {python} (its own venv: python -m venv "
+                "/tmp/histolab-venv && /tmp/histolab-venv/bin/pip install histolab)")
     script = out.parent / "histolab_run.py"
     script.write_text(HISTOLAB_SCRIPT)
     r = subprocess.run([python, str(script), str(path), str(out)], check=False, capture_output=True,

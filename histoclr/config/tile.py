@@ -12,7 +12,10 @@ FORMATS = ("png", "jpeg")
 
 @dataclass
 class TissueConfig:
-    thumbnail_size: int = 2048          # longest side (px) of the thumbnail the mask is computed on
+    # The mask is computed on a thumbnail with about `px_per_tile` pixels along a tile's side,
+    # its longest side clamped to [512, thumbnail_size] (never larger than the slide).
+    px_per_tile: int = 16
+    thumbnail_size: int = 2048
     # Otsu's threshold on HSV saturation is clamped into this range (0..1).
     saturation_range: List[float] = field(default_factory=lambda: [0.05, 0.10])
     pen_filter: bool = True             # drop green/blue pen marks and very dark (black pen) pixels
@@ -64,6 +67,8 @@ class TileConfig:
         t = self.tissue
         if t.thumbnail_size < 16:
             raise ConfigError(f"tile: tissue.thumbnail_size must be >= 16, got {t.thumbnail_size}")
+        if t.px_per_tile < 1:
+            raise ConfigError(f"tile: tissue.px_per_tile must be >= 1, got {t.px_per_tile}")
         if len(t.saturation_range) != 2 or not 0 <= t.saturation_range[0] <= t.saturation_range[1] <= 1:
             raise ConfigError("tile: tissue.saturation_range must be [low, high] with "
                               f"0 <= low <= high <= 1, got {list(t.saturation_range)}")

@@ -206,15 +206,15 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
     chosen, val_pairs, pool_size = select_pairs(cfg)
     echo(f"labelled training images: {len(chosen)} of {pool_size} ({', '.join(p.image_id for p in chosen)}); "
          f"validation images: {len(val_pairs)}")
+
+    # ---- model (before the slow data loading: a bad backbone file fails at once)
+    model = SegNet(SegModelSpec(m.encoder, m.architecture, m.output_stride, m.classes, m.decoder_channels))
+    init_info = init_encoder(model, cfg.init, cfg.imagenet_weights)
     dataset = SegCropDataset(chosen, d.mpp, d.crop_size, samples_per_epoch=t.steps_per_epoch * t.batch_size,
                              augment=d.augment, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, shuffle=False, drop_last=True,
                                          num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
     val_loaded = [load_pair(p, d.mpp) for p in val_pairs]
-
-    # ---- model
-    model = SegNet(SegModelSpec(m.encoder, m.architecture, m.output_stride, m.classes, m.decoder_channels))
-    init_info = init_encoder(model, cfg.init, cfg.imagenet_weights)
     apply_freeze(model, parse_freeze_spec(cfg.freeze))
     counts = trainable_parameter_counts(model)
     echo("trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

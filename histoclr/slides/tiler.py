@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import shutil
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -169,7 +170,8 @@ def plan_slide(spec: SlideSpec, cfg: TileConfig, out: Path) -> SlidePlan:
         geo, base, source = slide_geometry(reader, cfg, spec)
         row.update(mpp="" if base is None else round(base, 6), mpp_source=source)
         xs, ys = grid(W, H, geo.footprint0, geo.step0)
-        thumb = reader.thumbnail(cfg.tissue.thumbnail_size)
+        longest = max(W, H) * cfg.tissue.px_per_tile / geo.footprint0
+        thumb = reader.thumbnail(int(min(max(longest, 512), cfg.tissue.thumbnail_size)))
         sx, sy = thumb.shape[1] / W, thumb.shape[0] / H
         tile_px = geo.footprint0 * sx * geo.footprint0 * sy
         mask = tissue_mask(thumb, tuple(cfg.tissue.saturation_range), cfg.tissue.pen_filter,
@@ -240,18 +242,6 @@ def write_tiles(spec: SlideSpec, geo: Geometry, tiles: Sequence[tuple[int, int, 
 
 
 # ------------------------------------------------------------------ main side
-
-class _InlineExecutor(cf.Executor):
-    """Runs each task at submit time (``--workers 1``): same scheduling code, no processes."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        f: cf.Future = cf.Future()
-        try:
-            f.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
-            f.set_exception(e)
-        return f
-
 
 def check_options(out: Path, cfg: TileConfig) -> None:
     """Record the tiling options in ``out``, or fail if ``out`` holds tiles made with others."""
@@ -394,40 +384,52 @@ def tile_slides(specs: Sequence[SlideSpec], cfg: TileConfig, out: str | Path, wo
             done[sid] = frag
         bar.set_postfix(slides=f"{len(done) + len(failed)}/{len(specs)}", refresh=False)
 
-    executor = (_InlineExecutor() if workers == 1
-                else cf.ProcessPoolExecutor(max_workers=workers,
-                                            mp_context=multiprocessing.get_context("forkserver")))
+    def handle(kind: str, sid: str, result) -> list[tuple]:
+        """Record a finished task; return the tasks it unlocks as (fn, args, kind, sid)."""
+        if kind == "plan":
+            plan = plans[sid] = result
+            if plan.error:
+                fail(plan, plan.error)
+                return []
+            bar.total += len(plan.tiles)
+            bar.refresh()
+            chunks = _chunks(plan.tiles)
+            pending[sid], rows[sid] = len(chunks), []
+            if not chunks:
+                finish(plan)
+            return [(write_tiles, (plan.spec, plan.geometry, c, cfg, out), "tiles", sid) for c in chunks]
+        chunk_rows, err = result
+        if err and sid not in errors:
+            errors[sid] = err
+        rows[sid] += chunk_rows
+        bar.update(len(chunk_rows))
+        pending[sid] -= 1
+        if pending[sid] == 0:
+            finish(plans[sid])
+        return []
+
+    tasks = [(plan_slide, (s, cfg, out), "plan", s.slide_id) for s in todo]
     try:
-        futures = {executor.submit(plan_slide, s, cfg, out): ("plan", s.slide_id) for s in todo}
-        while futures:
-            finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                kind, sid = futures.pop(fut)
-                if kind == "plan":
-                    plan = plans[sid] = fut.result()
-                    if plan.error:
-                        fail(plan, plan.error)
-                        continue
-                    bar.total += len(plan.tiles)
-                    bar.refresh()
-                    chunks = _chunks(plan.tiles)
-                    pending[sid] = len(chunks)
-                    rows[sid] = []
-                    if not chunks:
-                        finish(plan)
-                    for chunk in chunks:
-                        futures[executor.submit(write_tiles, plan.spec, plan.geometry, chunk, cfg, out)] = ("tiles", sid)
-                else:
-                    chunk_rows, err = fut.result()
-                    if err and sid not in errors:
-                        errors[sid] = err
-                    rows[sid] += chunk_rows
-                    bar.update(len(chunk_rows))
-                    pending[sid] -= 1
-                    if pending[sid] == 0:
-                        finish(plans[sid])
+        if workers == 1:  # in this process, first in first out: plans, then row chunks
+            queue = deque(tasks)
+            while queue:
+                fn, args, kind, sid = queue.popleft()
+                queue.extend(handle(kind, sid, fn(*args)))
+        else:
+            with cf.ProcessPoolExecutor(max_workers=workers,
+                                        mp_context=multiprocessing.get_context("forkserver")) as pool:
+                futures = {pool.submit(fn, *args): (kind, sid) for fn, args, kind, sid in tasks}
+                try:
+                    while futures:
+                        finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                        for fut in finished:
+                            kind, sid = futures.pop(fut)
+                            for fn, args, k, i in handle(kind, sid, fut.result()):
+                                futures[pool.submit(fn, *args)] = (k, i)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
     slide_rows = [done[s.slide_id]["slide"] if s.slide_id in done else failed[s.slide_id] for s in specs]

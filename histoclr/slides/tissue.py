@@ -34,7 +34,6 @@ def tissue_mask(rgb: np.ndarray, saturation_range: tuple[float, float] = (0.05, 
             of at most this many pixels are ignored (nuclei are not pen marks).
         max_hole_px: holes of at most this many pixels inside tissue are filled.
     """
-    from skimage.color import rgb2hsv
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import dilation, disk, remove_small_holes, remove_small_objects
 
@@ -43,17 +42,19 @@ def tissue_mask(rgb: np.ndarray, saturation_range: tuple[float, float] = (0.05, 
     lo, hi = saturation_range
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"saturation_range must satisfy 0 <= low <= high <= 1, got {saturation_range}")
-    hsv = rgb2hsv(rgb)
-    sat = gaussian(hsv[..., 1], sigma=1)
+    f = rgb.astype(np.float32) / 255
+    vmax, vmin = f.max(axis=2), f.min(axis=2)
+    hsv_sat = np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1e-6), 0).astype(np.float32)
+    sat = gaussian(hsv_sat, sigma=1)
     flat = sat.min() == sat.max()
     t = hi if flat else float(np.clip(threshold_otsu(sat), lo, hi))
     tissue = sat > t
     excluded = np.zeros_like(tissue)
     if pen_filter:
-        f = gaussian(rgb.astype(np.float32) / 255, sigma=1, channel_axis=-1)
-        r, g, b = f[..., 0], f[..., 1], f[..., 2]
-        coloured_pen = (hsv[..., 1] > 0.25) & ((g > r + 0.05) | ((b > r + 0.35) & (r < 0.25)))
-        dark = hsv[..., 2] < dark_value
+        fs = gaussian(f, sigma=1, channel_axis=-1)
+        r, g, b = fs[..., 0], fs[..., 1], fs[..., 2]
+        coloured_pen = (hsv_sat > 0.25) & ((g > r + 0.05) | ((b > r + 0.35) & (r < 0.25)))
+        dark = vmax < dark_value
         # pen strokes are large; nuclei and small dark specks at high resolution are not
         marks = remove_small_objects(coloured_pen | dark, max_size=min_object_px)
         excluded = dilation(marks, disk(2))

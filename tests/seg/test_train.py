@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from histoclr.errors import ConfigError, HistoclrError, InputFileError
 from histoclr.seg.train import build_loss, build_optimizer, cosine_lambda, run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])   # this test's store (conftest)
 
 
 @pytest.fixture
@@ -72,8 +79,6 @@ def test_cosine_schedule():
 
 
 def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data, tmp_path):
-    from mlflow.tracking import MlflowClient
-
     from histoclr.seg.model import load_seg_checkpoint
 
     cfg = tiny_config(pairs_csv, shared_data, tmp_path, "freeze=layer1-2", "num_labeled=1", "seed=3")
@@ -81,7 +86,7 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
     for k in ("run_id", "best_val_dice", "val_iou", "val_aji", "train_time_s"):
         assert k in result
     assert 0 <= result["best_val_dice"] <= 1 and result["num_labeled"] == 1 and result["epochs_run"] == 2
-    run = MlflowClient().get_run(result["run_id"])
+    run = _client().get_run(result["run_id"])
     p, m = run.data.params, run.data.metrics
     assert p["init"] == "random" and p["freeze"] == "layer1-2" and p["num_labeled"] == "1"
     assert p["seed"] == "3" and p["encoder"] == "resnet18" and p["pretrain_run_id"] == "none"
@@ -90,11 +95,11 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
     for k in ("best_val_dice", "val_iou", "val_aji", "train_time_s", "val_dice", "train_loss"):
         assert k in m
     assert m["best_val_dice"] == pytest.approx(result["best_val_dice"])
-    history = MlflowClient().get_metric_history(result["run_id"], "val_dice")
+    history = _client().get_metric_history(result["run_id"], "val_dice")
     assert [h.step for h in history] == [1, 2]
-    arts = {a.path for a in MlflowClient().list_artifacts(result["run_id"], "model")}
+    arts = {a.path for a in _client().list_artifacts(result["run_id"], "model")}
     assert "model/best.pt" in arts
-    assert any(a.path.endswith(".png") for a in MlflowClient().list_artifacts(result["run_id"], "overlays"))
+    assert any(a.path.endswith(".png") for a in _client().list_artifacts(result["run_id"], "overlays"))
     out = tmp_path / "run"
     ck = load_seg_checkpoint(out / "best.pt")
     assert ck.mpp == 2.0 and ck.window == 64 and ck.metadata["epoch"] == result["best_epoch"]
@@ -110,9 +115,7 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
 
 
 def test_run_finetune_with_parent_run_and_tags(pairs_csv, shared_data, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = _client()
     exp = client.create_experiment("parent-exp")
     parent = client.create_run(exp).info.run_id
     cfg = tiny_config(pairs_csv, shared_data, tmp_path, "train.epochs=1", "train.steps_per_epoch=1",
@@ -124,13 +127,11 @@ def test_run_finetune_with_parent_run_and_tags(pairs_csv, shared_data, tmp_path)
 
 
 def test_non_finite_loss_aborts_and_marks_the_run_failed(pairs_csv, shared_data, tmp_path):
-    from mlflow.tracking import MlflowClient
-
     cfg = tiny_config(pairs_csv, shared_data, tmp_path, "train.lr=1e30", "train.optimizer=sgd",
                       "train.epochs=1", "train.steps_per_epoch=4")
     with pytest.raises(HistoclrError, match="non-finite training loss"):
         run_finetune(cfg, progress=False)
-    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-finetune").experiment_id])
+    runs = _client().search_runs([_client().get_experiment_by_name("test-finetune").experiment_id])
     assert runs[0].info.status == "FAILED"
 
 

@@ -94,15 +94,16 @@ def test_resume_after_crash_is_bit_identical_to_one_go(tmp_path):
 
 
 def test_tiny_model_learns_a_handful_of_images(tmp_path):
-    cfg = tiny_cfg(tmp_path, max_steps=30, log_every=1)
-    cfg.optim = OptimConfig(name="adamw", lr=2e-3, lr_scaling="none", weight_decay=0.0, warmup_steps=2)
+    cfg = tiny_cfg(tmp_path, max_steps=12, log_every=1)
+    cfg.optim = OptimConfig(name="adamw", lr=3e-3, lr_scaling="none", weight_decay=0.0, warmup_steps=2)
     data = BlockImages(4, scale=(0.5, 1.0), jitter_p=0.0, blur_p=0.0, grayscale_p=0.0)
     result = SimCLRTrainer(cfg, data).fit()
     loss = [m.value for m in _client().get_metric_history(result.run_id, "loss")]
     top1 = [m.value for m in _client().get_metric_history(result.run_id, "top1")]
-    assert len(loss) == 30
-    assert np.mean(loss[-5:]) < np.mean(loss[:5]) - 0.2, loss
-    assert np.mean(top1[-5:]) > np.mean(top1[:5]) + 0.2, top1
+    assert len(loss) == 12
+    # chance: loss ~ log(7) = 1.95 and top-1 ~ 1/7 for 4 images (8 views)
+    assert np.mean(loss[-3:]) < np.mean(loss[:3]) - 0.5, loss
+    assert np.mean(top1[-3:]) > np.mean(top1[:3]) + 0.4, top1
 
 
 def test_nan_loss_aborts_naming_the_step(tmp_path):
