@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     init_desc = ("random initialisation (no SimCLR backbone existed yet)" if cfg.init == "random"
                  else f"`{cfg.init}`")
 
+    arch = {"deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3+"}[cfg.model.architecture]
     lines = [
-        f"DeepLabV3 / {cfg.model.encoder} (OS{cfg.model.output_stride}, {cfg.model.classes} classes, "
+        f"{arch} / {cfg.model.encoder} (OS{cfg.model.output_stride}, {cfg.model.classes} classes, "
         f"CE + Dice) from {init_desc}, trained on the {len(chosen)} `train` images of "
         f"`{cfg.pairs}` and validated on the {len(val_pairs)} `val` images "
         f"({', '.join(p.image_id for p in val_pairs)}), whole images by sliding window "
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "| method | Dice | IoU | pixel acc | AJI |",
         "|---|---|---|---|---|",
-        _row(f"DeepLabV3 {cfg.model.encoder}, fine-tuned ({res_mpp})", model_mean),
+        _row(f"{arch} {cfg.model.encoder}, fine-tuned ({res_mpp})", model_mean),
         _row(f"haematoxylin (rgb2hed) + Otsu ({res_mpp})", base_mean),
         _row("haematoxylin (rgb2hed) + Otsu (native 0.25 um/px)", _mean(base_native)),
         "",
