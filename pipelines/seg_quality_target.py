@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         cfg.init = args.init
     cfg.validate()
-    chosen, val_pairs, pool = select_pairs(cfg)
+    chosen, val_pairs, _ = select_pairs(cfg)
     print(f"init {cfg.init}; {len(chosen)} training images, {len(val_pairs)} validation images", flush=True)
 
     t0 = time.time()

@@ -24,7 +24,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     """Start offsets covering ``[0, size)`` with windows of ``window`` px (``size >= window``)."""
     if size <= window:
         return [0]
-    stride = max(1, int(round(window * (1.0 - overlap))))
+    stride = max(1, round(window * (1.0 - overlap)))
     starts = list(range(0, size - window, stride))
     starts.append(size - window)
     return starts

@@ -310,7 +310,7 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
                        "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                        "best": best, "history": history, "bad_epochs": bad_epochs, "train_time_s": elapsed,
                        "stopped": stopped, "run_id": run_id}
-            atomic_save(out / LAST, lambda tmp: torch.save(payload, tmp))
+            atomic_save(out / LAST, lambda tmp, state=payload: torch.save(state, tmp))
         bar.close()
 
         result = {"run_id": run_id, "best_val_dice": best["dice"], "val_iou": best["iou"],

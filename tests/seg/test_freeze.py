@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from histoclr.seg.freeze import (STAGES, apply_freeze, param_groups, parse_freeze_spec, stage_modules,
-                                 trainable_parameter_counts)
+from histoclr.seg.freeze import (
+    STAGES,
+    apply_freeze,
+    param_groups,
+    parse_freeze_spec,
+    stage_modules,
+    trainable_parameter_counts,
+)
 from histoclr.seg.model import build_seg_model
 
 

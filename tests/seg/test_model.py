@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from histoclr.errors import HistoclrError, InputFileError
-from histoclr.seg.model import build_seg_model, init_encoder, load_seg_checkpoint, save_seg_checkpoint
+from histoclr.seg.model import (
+    build_seg_model,
+    init_encoder,
+    load_seg_checkpoint,
+    save_seg_checkpoint,
+)
 from histoclr.ssl.model import build_encoder, save_backbone
 
 

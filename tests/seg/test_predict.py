@@ -9,8 +9,14 @@ from PIL import Image
 
 from histoclr.errors import InputFileError
 from histoclr.seg.model import build_seg_model, load_seg_checkpoint, save_seg_checkpoint
-from histoclr.seg.predict import (foreground, predict_file, predict_image, read_input,
-                                  sliding_window_predict, window_starts)
+from histoclr.seg.predict import (
+    foreground,
+    predict_file,
+    predict_image,
+    read_input,
+    sliding_window_predict,
+    window_starts,
+)
 
 
 @pytest.mark.parametrize("size, window, overlap", [(100, 32, 0.25), (32, 32, 0.5), (20, 32, 0.25), (65, 32, 0.0)])
