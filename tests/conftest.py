@@ -20,6 +20,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny test models run faster on one thread, and much faster when the CPU is shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def _mlflow_template_db(tmp_path_factory) -> Path:
     """An empty, already-migrated MLflow SQLite store (creating one costs ~5 s; copying it, ms)."""
@@ -59,7 +70,7 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = open(root / "server.log", "wb")
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",

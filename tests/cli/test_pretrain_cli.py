@@ -27,14 +27,6 @@ def run(*args) -> click.testing.Result:  # noqa: F821
     return CliRunner().invoke(cli, ["pretrain", *map(str, args)])
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run several times faster on one thread when the CPU is shared (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def manifest(tmp_path) -> Path:

@@ -18,16 +18,6 @@ TINY = ["pretrain.model.proj_hidden_dim=32", "pretrain.model.proj_out_dim=16", "
         "eval.device=cpu", "eval.max_iter=20", "eval.imagenet_download=false", "experiment=stl10-test"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CPU is shared: with 2 OpenMP threads on an oversubscribed machine a step takes ~20x longer."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _pipeline():
     spec = importlib.util.spec_from_file_location("stl10_simclr", REPO / "pipelines" / "stl10_simclr.py")

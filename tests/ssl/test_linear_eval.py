@@ -16,15 +16,6 @@ from histoclr.ssl.linear_eval import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CPU is shared: tiny ops with 2 OpenMP threads on an oversubscribed machine crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _blobs(n_per_class: int, num_classes: int = 4, dim: int = 16, sep: float = 6.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(num_classes, dim)) * sep
