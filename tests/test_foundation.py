@@ -46,6 +46,8 @@ def test_config_bad_override_and_type():
         load_config(_Schema, None, ["inner.size=big"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(_Schema, None, ["lr"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_Schema, None, ["inner.name=[a=[0],b"])
 
 
 def test_flatten():

@@ -46,10 +46,14 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
     if overrides:
-        try:
-            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"command-line override: {_describe(e)}") from None
+        for o in overrides:
+            try:
+                layers.append(("command line", OmegaConf.from_dotlist([o])))
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"command-line override {o!r}: {_describe(e)}") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"command-line override {o!r}: value is not valid YAML "
+                                  f"({str(e).splitlines()[0]}); quote list items that contain ',', '[' or ']'") from None
     cfg = base
     for where, layer in layers:
         try:
