@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import write_section
+from histoclr.io import atomic_path, atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +53,22 @@ class TimedLoader:
             self.waits.append(t1 - t0)
             self.stamps.append(t1)
             yield batch
+
+
+def _doc_picture(src: Path, images_dir: Path, max_side: int = 1000, max_png_bytes: int = 200_000) -> Path:
+    """Copy a run picture into docs/img: small plots as PNG, large photo-like montages as JPEG."""
+    from PIL import Image
+
+    if src.stat().st_size <= max_png_bytes:
+        dst = images_dir / src.name
+        atomic_write_bytes(dst, src.read_bytes())
+        return dst
+    dst = images_dir / (src.stem + ".jpg")
+    im = Image.open(src).convert("RGB")
+    im.thumbnail((max_side, max_side), Image.LANCZOS)
+    with atomic_path(dst) as tmp:
+        im.save(tmp, format="JPEG", quality=85, optimize=True)
+    return dst
 
 
 def _trainer_class():
@@ -111,7 +128,6 @@ def report_run(run_dir: Path, command: str, note: str = "",
     from mlflow.tracking import MlflowClient
 
     from benchmarks._report import RESULTS
-    from histoclr.io import atomic_write_bytes
     from histoclr.ssl.trainer import load_checkpoint
     from histoclr.tracking import resolve_tracking_uri
 
@@ -124,11 +140,9 @@ def report_run(run_dir: Path, command: str, note: str = "",
     loss = sorted((h.step, h.value) for h in client.get_metric_history(run.info.run_id, "loss"))
     wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else float("nan")
     pics = []
-    for name in ("loss_curve.png", "embedding_map.png", "neighbours.png"):
-        atomic_write_bytes(images_dir / name, (run_dir / "diagnostics" / name).read_bytes())
-        pics.append(os.path.relpath(images_dir / name, RESULTS.parent))
-    atomic_write_bytes(images_dir / "views_preview.png", (run_dir / "views_preview.png").read_bytes())
-    pics.append(os.path.relpath(images_dir / "views_preview.png", RESULTS.parent))
+    sources = [run_dir / "diagnostics" / n for n in ("loss_curve.png", "embedding_map.png", "neighbours.png")]
+    for src in [*sources, run_dir / "views_preview.png"]:
+        pics.append(os.path.relpath(_doc_picture(src, images_dir), RESULTS.parent))
     t, mo = cfg["train"], cfg["model"]
     hold = diag.get("holdout_slide_ids", [])
     body = [

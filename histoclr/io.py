@@ -57,3 +57,29 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_tagged_torch_file(path: str | os.PathLike, fmt: str, version: int, what: str,
+                           hint: str) -> dict:
+    """Load a ``torch.save``d dict tagged ``{"format": fmt, "version": version, ...}`` (CPU, weights only).
+
+    Raises:
+        histoclr.errors.InputFileError: missing or unreadable file, another format (``hint`` says
+            how to get the right one), or another version; the message names the file.
+    """
+    import torch
+
+    from histoclr.errors import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, f"{what} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/foreign files
+        raise InputFileError(path, f"cannot read {what} ({str(e).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise InputFileError(path, f"not a histoclr {what} ({hint})")
+    if payload.get("version") != version:
+        raise InputFileError(path, f"{what} version {payload.get('version')} is not supported")
+    return payload

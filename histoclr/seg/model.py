@@ -154,18 +154,11 @@ def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") ->
     """
     from histoclr.ssl.model import load_state_dict_strict
 
+    from histoclr.io import load_tagged_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "model checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputFileError(path, f"cannot read checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputFileError(path, "not a histoclr segmentation model (use best.pt written by "
-                             "`histoclr finetune-seg`)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise InputFileError(path, f"checkpoint version {payload.get('version')} is not supported")
+    payload = load_tagged_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",
+                                     "use best.pt written by `histoclr finetune-seg`")
     model = SegNet(SegModelSpec(**payload["spec"]))
     try:
         load_state_dict_strict(model.net, payload["state_dict"], f"checkpoint {path}")

@@ -104,19 +104,10 @@ def load_backbone(path: str | Path) -> Backbone:
     Raises:
         histoclr.errors.InputFileError: missing file or not a histoclr backbone file.
     """
-    from histoclr.errors import InputFileError
+    from histoclr.io import load_tagged_torch_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "backbone file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputFileError(path, f"cannot read backbone file ({str(e).splitlines()[0]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != BACKBONE_FORMAT:
-        raise InputFileError(path, "not a histoclr backbone file (write one with `histoclr pretrain`)")
-    if payload.get("version") != BACKBONE_VERSION:
-        raise InputFileError(path, f"backbone file version {payload.get('version')} is not supported")
+    payload = load_tagged_torch_file(path, BACKBONE_FORMAT, BACKBONE_VERSION, "backbone file",
+                                     "write one with `histoclr pretrain`")
     return Backbone(payload["arch"], payload["state_dict"], payload.get("metadata", {}))
 
 
