@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -41,6 +42,12 @@ def finetune_seg(config_path: Path | None, overrides: tuple[str, ...], init, ima
 
     Writes OUT/best.pt (the model `histoclr predict` uses, best validation Dice), OUT/last.pt
     (re-running the same command resumes from it), overlay PNGs and metrics.json.
+
+    \b
+    Examples:
+      histoclr finetune-seg --init simclr:runs/pretrain_cpu/backbone.pt --freeze layer1-2
+      torchrun --nproc_per_node 8 -m histoclr finetune-seg -c configs/finetune/gpu_resnet50.yaml \\
+          --init simclr:runs/pretrain_gpu/backbone.pt train.sync_batchnorm=true
     """
     from histoclr.config.loader import load_config
     from histoclr.config.seg import FinetuneConfig
@@ -67,5 +74,7 @@ def finetune_seg(config_path: Path | None, overrides: tuple[str, ...], init, ima
         cfg.tracking.tracking_uri = tracking_uri
     cfg.validate()
     result = run_finetune(cfg, progress=not no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:      # under torchrun only rank 0 reports
+        return
     click.echo(f"MLflow run {result['run_id']}: best_val_dice {result['best_val_dice']:.4f}, "
                f"val_iou {result['val_iou']:.4f}, val_aji {result['val_aji']:.4f}")

@@ -56,6 +56,7 @@ class SegTrainConfig:
     resume: bool = True                 # continue from out_dir/last.pt when it belongs to the same config
     device: str = "auto"                # auto | cpu | cuda
     threads: Optional[int] = None       # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
+    sync_batchnorm: bool = False        # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass

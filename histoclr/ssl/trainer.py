@@ -30,7 +30,7 @@ from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.ssl import SSLConfig
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.io import atomic_save
-from histoclr.ssl import distributed as dist_utils
+from histoclr import distributed as dist_utils
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
 
 CHECKPOINT_FORMAT = "histoclr-ssl-checkpoint"

@@ -8,49 +8,21 @@ the others finish, resume skipping finished cells, and the report's table and pl
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from histoclr.ablation.report import build_report
 from histoclr.ablation.sweep import CELL_TAG, METRIC_NAMES, PARAM_NAMES, run_sweep
 from histoclr.config import load_config
 from histoclr.config.ablation import AblationConfig
-
-
-def _synthetic_pairs(root, n=4, size=96, seed=0):
-    """Pink background with dark purple 'nuclei' discs; label PNG masks; 1 val, n-1 train."""
-    from histoclr.seg.pairs import SegPair, write_pairs_manifest
-
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    pairs = []
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        img = np.empty((size, size, 3), np.uint8)
-        img[:] = (235, 170, 200)
-        labels = np.zeros((size, size), np.uint8)
-        for k in range(1, 9):
-            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(4, 7)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-            labels[disc] = k
-            img[disc] = (90, 40, 130)
-        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"img{i}.png")
-        Image.fromarray(labels).save(root / "masks" / f"img{i}.png")
-        pairs.append(SegPair(f"img{i}", root / "images" / f"img{i}.png", root / "masks" / f"img{i}.png",
-                             "label_image", "val" if i == 0 else "train", 0.5))
-    write_pairs_manifest(pairs, root / "pairs.csv", root)
-    return root / "pairs.csv"
+from histoclr.seg.synthetic import write_synthetic_pairs
 
 
 @pytest.fixture
 def tiny_sweep(tmp_path, mlflow_server):
     from histoclr.ssl.model import build_encoder, save_backbone
 
-    pairs = _synthetic_pairs(tmp_path / "data")
+    pairs = write_synthetic_pairs(tmp_path / "data")
     good = save_backbone(tmp_path / "good.pt", build_encoder("resnet18"), "resnet18", {"run_id": "pre123"})
     wrong = save_backbone(tmp_path / "wrong.pt", build_encoder("resnet34"), "resnet34", {})
     ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "out_dir": str(tmp_path / "ft"),
