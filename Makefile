@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/pipeline
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup postgres run test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,24 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml data_root=$(DATA) out_dir=$(OUT)
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest -q
+
+# Debian's PostgreSQL server binaries, for tests/deploy/test_postgres_tracking.py (which runs its own
+# throwaway cluster on a free loopback port, never the system one). Installed only when missing and
+# apt-get may be used (root or passwordless sudo); otherwise one line, and that test is skipped.
+# Never fails. A `main` cluster that the fresh package may have started is stopped again.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	if ! command -v apt-get >/dev/null 2>&1 || [ "$$SUDO" = no ]; then \
+	  echo "postgres: PostgreSQL server not found and cannot install it here (needs apt-get as root or passwordless sudo); the PostgreSQL integration test will be skipped (install: sudo apt-get install postgresql)"; \
+	  exit 0; fi; \
+	echo "postgres: installing Debian's postgresql for the PostgreSQL integration test"; \
+	if $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; then \
+	  pg_lsclusters -h 2>/dev/null | while read -r ver name port status rest; do \
+	    if [ "$$status" = online ]; then $$SUDO pg_ctlcluster "$$ver" "$$name" stop || true; fi; done; \
+	else echo "postgres: apt-get install postgresql failed; the PostgreSQL integration test will be skipped"; fi
 
 lint: setup
 	$(BIN)/ruff check histoclr tests pipelines benchmarks

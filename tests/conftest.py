@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -59,25 +60,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` (SQLite backend, local artifact store) on a free loopback port."""
+@contextlib.contextmanager
+def _launch_mlflow_server(root: Path, backend_uri: str, env: dict | None = None, timeout: float = 180):
+    """Run `mlflow server` on ``backend_uri`` (artifacts proxied to ``root/artifacts``) on a free
+    loopback port; yields its URL; stops it and its workers (its own process group) afterwards."""
+    import os
+    import signal
     import subprocess
     import sys
     import time
     import urllib.request
 
-    root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = open(root / "server.log", "wb")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    log_path = root / "mlflow_server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend_uri,
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+        # no async job runner (7 more processes, ~10 s more start-up; tracking does not use it)
+        env={**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    deadline = time.time() + timeout      # the first start migrates an empty database: slow on a busy CPU
     try:
         while True:
             try:
@@ -87,13 +92,39 @@ def mlflow_server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow server did not start: {log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        deadline = time.time() + 15       # the workers leave shortly after their parent
+        while time.time() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def launch_mlflow_server():
+    """``launch(root, backend_uri, env=None)``: a context manager running a real `mlflow server`."""
+    return _launch_mlflow_server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, local artifact store) on a free loopback port."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    with _launch_mlflow_server(root, f"sqlite:///{root / 'backend.db'}") as url:
+        yield url

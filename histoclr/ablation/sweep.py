@@ -8,7 +8,6 @@ marked FAILED with its error as a tag and does not stop the others. Arms that ca
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -52,8 +51,10 @@ class SweepResult:
 
 
 def expand_grid(cfg: AblationConfig) -> list[Cell]:
-    return [Cell(i, f, float(lf), int(s)) for i, f, lf, s in
-            itertools.product(cfg.inits, cfg.freezes, cfg.label_fractions, cfg.seeds)]
+    """All cells, seed by seed: the whole grid for the first seed comes first, so a sweep stopped
+    early still compares every init x freeze x budget once."""
+    return [Cell(i, f, float(lf), int(s)) for s, lf, f, i in
+            itertools.product(cfg.seeds, cfg.label_fractions, cfg.freezes, cfg.inits)]
 
 
 def _hash(obj: Any) -> str:

@@ -152,9 +152,8 @@ def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") ->
     Raises:
         InputFileError: missing, unreadable, or not a histoclr segmentation checkpoint.
     """
-    from histoclr.ssl.model import load_state_dict_strict
-
     from histoclr.io import load_tagged_torch_file
+    from histoclr.ssl.model import load_state_dict_strict
 
     path = Path(path)
     payload = load_tagged_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",

@@ -203,6 +203,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
                   on_epoch_end) -> dict[str, Any]:
     from tqdm import tqdm
 
+    from histoclr import distributed as dist_utils
     from histoclr.config.loader import config_to_dict, flatten, save_config
     from histoclr.io import atomic_save, atomic_write_json
     from histoclr.seg.dataset import SegCropDataset, load_pair
@@ -210,8 +211,6 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
     from histoclr.seg.model import SegModelSpec, SegNet, init_encoder, save_seg_checkpoint
     from histoclr.seg.overlay import save_overlay_png
     from histoclr.tracking import mlflow_run
-
-    from histoclr import distributed as dist_utils
 
     echo = (echo or tqdm.write) if dist.is_main else (lambda *_: None)
     cfg.validate()

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.ssl import SSLConfig
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.io import atomic_save
-from histoclr import distributed as dist_utils
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
 
 CHECKPOINT_FORMAT = "histoclr-ssl-checkpoint"
