@@ -153,7 +153,7 @@ def report_run(run_dir: Path, command: str, note: str = "",
         f"(by slide): {int(m.get('holdout_tiles', 0))} tiles from {len(hold)} slides ({', '.join(hold)})."), "",
         (f"- Wall time (MLflow run start to end, incl. held-out checks): {wall / 60:.1f} min; training "
         f"{m['final_train_time_s'] / 60:.1f} min at **{m['final_images_per_s_mean']:.1f} images/s** "
-        "(two views count as two images), on a CPU shared with other engineers' jobs."),
+        "(two views count as two images), on the 2-core CPU of these machines (idle for the first 5 min, then shared with test runs)."),
         (f"- NT-Xent loss (batch): {loss[0][1]:.3f} at step {loss[0][0]} -> {loss[-1][1]:.3f} at step {loss[-1][0]} "
         f"(log(2B-1) = {math.log(2 * t['batch_size'] - 1):.3f} is chance)."),
         f"- Unreadable tiles skipped: {int(m.get('bad_tiles', 0))}.",

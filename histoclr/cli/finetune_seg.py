@@ -47,7 +47,7 @@ def finetune_seg(config_path: Path | None, overrides: tuple[str, ...], init, ima
     Examples:
       histoclr finetune-seg --init simclr:runs/pretrain_cpu/backbone.pt --freeze layer1-2
       torchrun --nproc_per_node 8 -m histoclr finetune-seg -c configs/finetune/gpu_resnet50.yaml \\
-          --init simclr:runs/pretrain_gpu/backbone.pt train.sync_batchnorm=true
+          --init simclr:runs/pretrain_gpu_resnet50/backbone.pt train.sync_batchnorm=true
     """
     from histoclr.config.loader import load_config
     from histoclr.config.seg import FinetuneConfig
