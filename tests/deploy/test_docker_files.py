@@ -82,7 +82,7 @@ def test_compose_services_say_what_we_mean():
         "postgres": "service_healthy", "minio": "service_healthy",
         "create-bucket": "service_completed_successfully"}
     cmd = " ".join(ml["command"])
-    assert "--backend-store-uri=postgresql://mlflow:" in cmd and "@postgres:5432/" in cmd
+    assert "--backend-store-uri=postgresql+psycopg2://mlflow:" in cmd and "@postgres:5432/" in cmd
     assert "--artifacts-destination=s3://mlflow/" in cmd and "--serve-artifacts" in cmd
     assert "mlflow:*" in cmd  # the histoclr container's Host header is allowed
     assert ml["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -106,7 +106,7 @@ def test_compose_credentials_and_paths_come_from_env(tmp_path):
     svc = _config(env={"POSTGRES_PASSWORD": "s3cr3t", "POSTGRES_USER": "team",
                        "MINIO_ROOT_PASSWORD": "m1n10pass", "HISTOCLR_DATA": str(tmp_path)})["services"]
     cmd = " ".join(svc["mlflow"]["command"])
-    assert "postgresql://team:s3cr3t@postgres:5432/" in cmd
+    assert "postgresql+psycopg2://team:s3cr3t@postgres:5432/" in cmd
     assert svc["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cr3t"
     assert svc["mlflow"]["environment"]["AWS_SECRET_ACCESS_KEY"] == "m1n10pass"
     assert svc["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "m1n10pass"
