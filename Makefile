@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/pipeline
+RUN_ARGS ?=
 
 .PHONY: setup postgres run test lint bench clean
 
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml data_root=$(DATA) out_dir=$(OUT)
+	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml $(RUN_ARGS) data_root=$(DATA) out_dir=$(OUT)
 
 test: setup postgres
 	$(BIN)/python -m pytest -q

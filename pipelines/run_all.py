@@ -39,6 +39,8 @@ def stage(name: str, args: list[str], allow_fail: bool = False) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "configs/pipeline/cpu.yaml"))
+    ap.add_argument("--doc", action="store_true",
+                    help="also write the stage times and the report table to docs/results.md")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ns = ap.parse_args(argv)
     try:
@@ -83,6 +85,26 @@ def main(argv: list[str] | None = None) -> None:
                                        *tracking])
     print("\nstage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
     print(f"report: {out / 'report' / 'summary.md'}; compare runs with `histoclr ui`")
+    if ns.doc:
+        write_doc(cfg, ns, times, out)
+
+
+def write_doc(cfg: PipelineConfig, ns, times: dict[str, float], out: Path) -> None:
+    """The "whole pipeline in one command" section of docs/results.md (stage times + report table)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks._report import RESULTS, write_section
+
+    rows = ["| stage | wall time (min) |", "|---|---:|"]
+    rows += [f"| {k} | {v / 60:.1f} |" for k, v in times.items()]
+    rows.append(f"| **total** | **{sum(times.values()) / 60:.1f}** |")
+    summary = out / "report" / "summary.md"
+    body = [f"Data root `{cfg.data_root}` ({', '.join(cfg.slides)}), config `{ns.config}`"
+            + (f" with {' '.join(ns.overrides)}" if ns.overrides else "") + ":", "", *rows, "",
+            "The report it ends with (`" + str(summary) + "`):", "",
+            summary.read_text().rstrip() if summary.is_file() else "(no report)"]
+    command = "make run RUN_ARGS=--doc   # = python pipelines/run_all.py --config configs/pipeline/cpu.yaml --doc"
+    write_section("The whole pipeline in one command (make run)", "\n".join(body), command, doc=RESULTS)
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
