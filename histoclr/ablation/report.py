@@ -110,9 +110,11 @@ def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: 
     from histoclr.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (init, freeze), df in summary.groupby(["init", "freeze"], sort=True):
+    groups = list(summary.groupby(["init", "freeze"], sort=True))
+    for k, ((init, freeze), df) in enumerate(groups):
         df = df.sort_values("label_fraction")
-        ax.errorbar(df["label_fraction"] * 100, df[f"{metric}_mean"], yerr=df[f"{metric}_std"].fillna(0),
+        shift = (k - (len(groups) - 1) / 2) * 0.8      # a little apart, so the error bars stay readable
+        ax.errorbar(df["label_fraction"] * 100 + shift, df[f"{metric}_mean"], yerr=df[f"{metric}_std"].fillna(0),
                     marker="o", capsize=3, label=f"{_short_init(init)} / freeze {freeze}")
     if "dice" in baseline and metric == "best_val_dice":
         ax.axhline(baseline["dice"], color="grey", ls="--", label="classical H-Otsu")
