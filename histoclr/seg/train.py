@@ -329,8 +329,9 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 loss = loss_fn(net(x), y)
-                if not torch.isfinite(dist_utils.all_reduce_mean(loss)):
-                    raise HistoclrError(f"non-finite training loss ({loss.item()}) at step {step + 1}; "
+                global_loss = dist_utils.all_reduce_mean(loss)      # the global batch's loss, same on every rank
+                if not torch.isfinite(global_loss):
+                    raise HistoclrError(f"non-finite training loss ({global_loss.item()}) at step {step + 1}; "
                                         f"lower train.lr (now {t.lr}) or check the data")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -339,7 +340,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                losses.append(dist_utils.all_reduce_mean(loss).item())     # the global batch's loss
+                losses.append(global_loss.item())
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}",
                                 best_dice=f"{best['dice']:.3f}" if best else "-")
