@@ -60,6 +60,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()``: an unused TCP port on 127.0.0.1 (for servers and torch.distributed)."""
+    return _free_port
+
+
 @contextlib.contextmanager
 def _launch_mlflow_server(root: Path, backend_uri: str, env: dict | None = None, timeout: float = 180):
     """Run `mlflow server` on ``backend_uri`` (artifacts proxied to ``root/artifacts``) on a free

@@ -52,12 +52,6 @@ def _pg_bin() -> Path:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -72,7 +66,7 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pg_mlflow(launch_mlflow_server):
+def pg_mlflow(launch_mlflow_server, free_port):
     """``(mlflow_url, postgres_port, root)``: a fresh PostgreSQL cluster and an `mlflow server` on it.
 
     Both listen on 127.0.0.1 only (PostgreSQL's Unix socket goes to a private directory); both are
@@ -93,7 +87,7 @@ def pg_mlflow(launch_mlflow_server):
     if pg_user is not None:
         for p in (root, sock):
             os.chown(p, pg_user.pw_uid, pg_user.pw_gid)
-    pg_port = _free_port()
+    pg_port = free_port()
     env = _clean_env()
     pg_started = False
 

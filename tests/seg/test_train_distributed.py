@@ -12,7 +12,6 @@ run, and resume from the distributed checkpoint after a crash.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -57,21 +56,15 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(script, args, env) -> subprocess.Popen:
+def _torchrun(script, args, env, port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), *args],
+         "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process_and_resume_after_a_crash(tmp_path):
+def test_two_gloo_processes_match_one_process_and_resume_after_a_crash(tmp_path, free_port):
     pairs = str(write_synthetic_pairs(tmp_path / "data", n=5, size=96))
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -81,7 +74,7 @@ def test_two_gloo_processes_match_one_process_and_resume_after_a_crash(tmp_path)
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
 
     # the 2-process run dies after epoch 2 (both ranks), while the 1-process run goes through
-    crashed = _torchrun(script, [str(ddp_dir), "2", "ddp", pairs, "2"], env)
+    crashed = _torchrun(script, [str(ddp_dir), "2", "ddp", pairs, "2"], env, free_port())
     single = subprocess.run([sys.executable, str(script), str(single_dir), "4", "single", pairs, "0"],
                             env=env, capture_output=True, text=True, timeout=600, check=False)
     crashed_out, _ = crashed.communicate(timeout=600)
@@ -89,7 +82,7 @@ def test_two_gloo_processes_match_one_process_and_resume_after_a_crash(tmp_path)
     assert crashed.returncode != 0, crashed_out[-3000:]
     assert torch.load(ddp_dir / "last.pt", weights_only=True)["epoch"] == 2
     # the same command again resumes from the distributed checkpoint
-    resumed = _torchrun(script, [str(ddp_dir), "2", "ddp", pairs, "0"], env)
+    resumed = _torchrun(script, [str(ddp_dir), "2", "ddp", pairs, "0"], env, free_port())
     resumed_out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, resumed_out[-3000:]
     assert "resuming from" in resumed_out and "after epoch 2" in resumed_out

@@ -8,7 +8,6 @@ the name pytest gave it, so its folder and the repository root go on ``PYTHONPAT
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
@@ -18,12 +17,6 @@ import torch.multiprocessing as mp
 from histoclr.ssl.loss import NTXentLoss
 
 WORLD, N, D, T = 2, 3, 5, 0.2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, port: int, z1: torch.Tensor, z2: torch.Tensor, out: str) -> None:
@@ -38,14 +31,14 @@ def _rank_main(rank: int, port: int, z1: torch.Tensor, z2: torch.Tensor, out: st
         dist.destroy_process_group()
 
 
-def test_gathered_loss_and_gradients_match_single_process(tmp_path, monkeypatch):
+def test_gathered_loss_and_gradients_match_single_process(tmp_path, monkeypatch, free_port):
     g = torch.Generator().manual_seed(0)
     z1 = torch.randn(WORLD * N, D, generator=g, dtype=torch.float64)
     z2 = torch.randn(WORLD * N, D, generator=g, dtype=torch.float64)
     here = Path(__file__).resolve().parent
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")]))
-    mp.spawn(_rank_main, args=(_free_port(), z1, z2, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(free_port(), z1, z2, str(tmp_path)), nprocs=WORLD, join=True)
 
     # single process on the concatenated batch
     a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()

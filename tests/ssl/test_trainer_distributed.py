@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -67,21 +66,15 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
+def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, free_port):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None), env.pop("WORLD_SIZE", None)
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
          str(script), str(tmp_path / "ddp"), "4", "ddp"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "8", "single"],
