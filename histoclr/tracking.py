@@ -1,18 +1,53 @@
-"""MLflow tracking: an embedded local store by default, any tracking URI on request.
+"""MLflow tracking: the one way histoclr talks to MLflow (an embedded SQLite store by default).
 
-Default store: ``sqlite:///<cwd>/mlflow.db`` (no server needed; ``mlflow ui`` opens it).
-A team server is used by passing its URI or setting ``MLFLOW_TRACKING_URI``.
+Default store: ``sqlite:///<cwd>/mlflow.db`` (no server needed; ``mlflow ui`` opens it). A team
+server is used by passing its URI or setting ``MLFLOW_TRACKING_URI``. Runs are driven through the
+client API (no global "active run"), so a parent run stays open while its children run.
+
+Usage (every stage)::
+
+    from histoclr.tracking import check_tracking_uri, run_exists, start_run
+
+    uri = check_tracking_uri(cfg.tracking.tracking_uri)   # once, before data/model work:
+                                                          # HistoclrError naming the URI if unreachable
+    run_id = saved_id if run_exists(saved_id, uri) else None       # resume a checkpoint's run
+    with start_run(cfg.tracking.experiment, cfg.tracking.run_name, tracking_uri=uri,
+                   params=params, tags=tags, run_id=run_id, parent_run_id=parent_id,
+                   enabled=cfg.tracking.enabled and dist.is_main) as run:
+        run.log_metrics({"loss": 0.3}, step=1)   # every method is a no-op when enabled=False
+        run.log_artifact(out / "best.pt", "model")         # a file or a folder
+        run.set_tags({"note": "..."}); run.run_id          # None when tracking is off
+    # the run ends FINISHED; FAILED on an exception; KILLED on Ctrl-C. Params are logged only for
+    # a new run (resumed runs keep theirs), as strings cut to 6000 characters (truncate_params).
+
+Also: ``open_run`` (same arguments; a :class:`Run` to ``end(status)`` yourself, e.g. a sweep's
+parent), ``Run.attach(run_id, uri)`` (a handle on an existing run), ``find_runs(experiment, uri,
+tags=..., parent_run_id=...)`` (newest first), ``record_run`` (a child created and ended at once,
+e.g. a skipped cell), ``find_artifact``/``download_artifact``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from histoclr.errors import HistoclrError
+
 DEFAULT_DB = "mlflow.db"
+MAX_PARAM_CHARS = 6000
+CHECK_TIMEOUT_S = 5.0
+
+
+class TrackingError(HistoclrError):
+    """The tracking store cannot be used (unreachable server, unwritable SQLite folder)."""
 
 
 def default_tracking_uri(workdir: str | Path | None = None) -> str:
@@ -38,23 +73,276 @@ def git_commit(repo: str | Path | None = None) -> str | None:
         return None
 
 
-def _params_for_mlflow(params: Mapping[str, Any]) -> dict[str, str]:
+def truncate_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow strings (``None`` -> ``"None"``), each cut to 6000 characters."""
     out = {}
     for k, v in params.items():
         s = "None" if v is None else str(v)
-        out[k] = s if len(s) <= 6000 else s[:5997] + "..."
+        out[str(k)] = s if len(s) <= MAX_PARAM_CHARS else s[:MAX_PARAM_CHARS - 3] + "..."
     return out
 
 
+_params_for_mlflow = truncate_params   # the old name
+
+
+# --------------------------------------------------------------------------- reachability
+def check_tracking_uri(uri: str | None = None, timeout: float = CHECK_TIMEOUT_S) -> str:
+    """Resolve ``uri`` and check that its store answers within ``timeout`` seconds; returns it.
+
+    HTTP(S): a request to ``<uri>/health`` (any HTTP answer counts); SQLite: the database's folder
+    exists and is writable; PostgreSQL/MySQL: the port accepts a connection.
+
+    Raises:
+        TrackingError: one line naming the URI and the cause.
+    """
+    uri = resolve_tracking_uri(uri)
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    hint = "start it, or pass another --tracking-uri (or set MLFLOW_TRACKING_URI)"
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass                       # it answered (e.g. 401/404 behind a proxy): reachable
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, (socket.timeout, TimeoutError)):
+                reason = f"no answer within {timeout:g} s"
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({_reason(reason)}); "
+                                f"{hint}") from None
+    elif scheme == "sqlite":
+        db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if db and db != ":memory:":
+            folder = Path(db).parent
+            if not folder.is_dir():
+                raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+            if not os.access(folder, os.W_OK) and not os.access(db, os.W_OK):
+                raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is not writable")
+    elif scheme in ("postgresql", "mysql", "mssql") and parsed.hostname:
+        port = parsed.port or {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                pass
+        except OSError as e:
+            shown = uri.replace(f":{parsed.password}@", ":***@") if parsed.password else uri
+            raise TrackingError(f"MLflow tracking store {shown} is unreachable ({_reason(e)}); "
+                                f"{hint}") from None
+    return uri
+
+
+def _reason(e: Any) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+# --------------------------------------------------------------------------- runs
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+class Run:
+    """A handle on one MLflow run; with ``run_id=None`` (tracking off) every method does nothing."""
+
+    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None):
+        self.run_id = run_id
+        self.tracking_uri = resolve_tracking_uri(tracking_uri) if run_id else tracking_uri
+        self._client = _client(self.tracking_uri) if run_id else None
+
+    @classmethod
+    def attach(cls, run_id: str, tracking_uri: str | None = None) -> Run:
+        """A handle on the existing run ``run_id`` (no status change)."""
+        return cls(run_id, tracking_uri)
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self.enabled or not metrics:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self.log_metrics({key: value}, step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log new params (MLflow refuses to change a logged param's value)."""
+        if not self.enabled or not params:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in truncate_params(params).items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.enabled or not tags:
+            return
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's contents, under ``artifact_path``."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    log_artifacts = log_artifact
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        if self.enabled:
+            self._client.set_terminated(self.run_id, status=status)
+
+    def get(self):
+        """The MLflow ``Run`` entity (info, data), or None when tracking is off."""
+        return self._client.get_run(self.run_id) if self.enabled else None
+
+
+NO_RUN = Run()
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created meanwhile by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def open_run(experiment: str, run_name: str | None = None, *, tracking_uri: str | None = None,
+             params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+             run_id: str | None = None, parent_run_id: str | None = None, enabled: bool = True) -> Run:
+    """Create a run (or set the existing ``run_id`` RUNNING again); the caller calls ``end()``.
+
+    A new run gets ``params`` (truncated), ``tags``, the git commit (``git_commit``) and, with
+    ``parent_run_id``, the ``mlflow.parentRunId`` tag. A resumed run keeps its params.
+    """
+    if not enabled:
+        return NO_RUN
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)       # for code that opens MlflowClient() without a URI
+    client = _client(uri)
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        run = Run(run_id, uri)
+        run.set_tags(tags or {})
+        return run
+    all_tags = {"git_commit": git_commit() or "unknown", **{k: str(v) for k, v in (tags or {}).items()}}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    created = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=all_tags)
+    run = Run(created.info.run_id, uri)
+    run.log_params(params or {})
+    return run
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str | None = None, **kwargs) -> Iterator[Run]:
+    """:func:`open_run` as a context: ends FINISHED, FAILED on an exception, KILLED on Ctrl-C."""
+    run = open_run(experiment, run_name, **kwargs)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):   # the original error matters more
+            run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+def record_run(experiment: str, run_name: str, status: str, *, tracking_uri: str | None = None,
+               params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+               parent_run_id: str | None = None) -> str:
+    """A run created and ended at once with ``status`` (a skipped or never-started cell); its id."""
+    run = open_run(experiment, run_name, tracking_uri=tracking_uri, params=params, tags=tags,
+                   parent_run_id=parent_run_id)
+    run.end(status)
+    return run.run_id
+
+
+def run_exists(run_id: str | None, tracking_uri: str | None = None) -> bool:
+    """Whether ``run_id`` is a run of this store (False for None, deleted or foreign runs)."""
+    if not run_id:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.lifecycle_stage != "deleted"
+
+
+def find_runs(experiment: str, tracking_uri: str | None = None, *, tags: Mapping[str, str] | None = None,
+              parent_run_id: str | None = None, max_results: int = 1000) -> list:
+    """Runs of ``experiment`` with all ``tags`` (and that parent), newest first (MLflow ``Run``s)."""
+    client = _client(resolve_tracking_uri(tracking_uri))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    wanted = dict(tags or {})
+    if parent_run_id:
+        wanted["mlflow.parentRunId"] = parent_run_id
+    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in wanted.items())
+    return list(client.search_runs([exp.experiment_id], filter_string=filt,
+                                   order_by=["attributes.start_time DESC"], max_results=max_results))
+
+
+def find_artifact(run_id: str, name: str, tracking_uri: str | None = None,
+                  path: str | None = None) -> str | None:
+    """The artifact path of the first file called ``name`` in the run (depth first), or None."""
+    client = _client(resolve_tracking_uri(tracking_uri))
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            hit = find_artifact(run_id, name, tracking_uri, info.path)
+            if hit:
+                return hit
+        elif Path(info.path).name == name:
+            return info.path
+    return None
+
+
+def download_artifact(run_id: str, artifact_path: str, dst: str | os.PathLike,
+                      tracking_uri: str | None = None) -> Path:
+    """Download one artifact of a run into folder ``dst``; the local path."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(_client(resolve_tracking_uri(tracking_uri)).download_artifacts(run_id, artifact_path, str(dst)))
+
+
+# --------------------------------------------------------------------------- legacy
 @contextlib.contextmanager
 def mlflow_run(experiment: str, run_name: str | None = None, tracking_uri: str | None = None,
                params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
-    """Start (or resume, with ``run_id``) an MLflow run; yields the active run.
-
-    Logs ``params`` (flattened strings) and ``tags`` plus the git commit as ``git_commit``.
-    The run ends FINISHED on success, FAILED on an exception, KILLED on Ctrl-C.
-    """
+    """The fluent-API predecessor of :func:`start_run` (yields mlflow's active run); kept until
+    ``seg/train.py`` moves to :func:`start_run`."""
     import mlflow
 
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
@@ -67,7 +355,7 @@ def mlflow_run(experiment: str, run_name: str | None = None, tracking_uri: str |
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=all_tags)
     try:
         if params and run_id is None:
-            mlflow.log_params(_params_for_mlflow(params))
+            mlflow.log_params(truncate_params(params))
         yield run
     except KeyboardInterrupt:
         mlflow.end_run(status="KILLED")
@@ -77,3 +365,4 @@ def mlflow_run(experiment: str, run_name: str | None = None, tracking_uri: str |
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
