@@ -106,7 +106,9 @@ class SeededDataset(Dataset):
         try:
             _seed_everything(seed)
             _seed_transforms(self.dataset, seed)
-            return self.dataset[index]
+            # a dataset that draws its item from the seed (dense crops) gets it explicitly
+            seeded = getattr(self.dataset, "getitem_seeded", None)
+            return seeded(index, seed) if seeded is not None else self.dataset[index]
         finally:
             if saved is not None:
                 _set_rng_state(saved)
@@ -170,18 +172,22 @@ class SimCLRTrainer:
             training inside the MLflow run; a returned dict is logged as metrics.
         preview_images: HWC uint8 images drawn through the view recipe into ``views_preview.png``.
         model: start from this model instead of a fresh ``SimCLRModel(cfg.model...)``.
+        on_step: ``on_step(trainer, mlflow_module_or_None)``, called on every rank after each
+            optimizer step, before that step's checkpoint (e.g. backbone snapshots).
     """
 
     def __init__(self, cfg: SSLConfig, dataset: Dataset, *, extra_params: dict | None = None,
                  extra_tags: dict | None = None,
                  on_end: Callable[[SimCLRTrainer, Any], dict | None] | None = None,
-                 preview_images: list[np.ndarray] | None = None, model: SimCLRModel | None = None):
+                 preview_images: list[np.ndarray] | None = None, model: SimCLRModel | None = None,
+                 on_step: Callable[[SimCLRTrainer, Any], None] | None = None):
         cfg.validate()
         self.cfg = cfg
         self.dataset = dataset
         self.extra_params = dict(extra_params or {})
         self.extra_tags = dict(extra_tags or {})
         self.on_end = on_end
+        self.on_step = on_step
         self.preview_images = preview_images
         self.out_dir = Path(cfg.out_dir)
         self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
@@ -348,6 +354,8 @@ class SimCLRTrainer:
                 pbar.update(1)
                 if last:
                     pbar.set_postfix(loss=f"{loss_global:.4f}", img_s=f"{last['images_per_s']:.1f}")
+            if self.on_step is not None:
+                self.on_step(self, mlflow_mod)
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.max_steps:
                 self.save_checkpoint()
             if self.step >= tc.max_steps:
