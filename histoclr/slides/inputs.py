@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histoclr.errors import HistoclrError, InputFileError
-from histoclr.slides.reader import SLIDE_SUFFIXES
+from histoclr.images import TILE_INPUT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class SlideSpec:
 
 def _slide_files_in(folder: Path, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.glob("*")
-    files = sorted(p for p in found if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES
+    files = sorted(p for p in found if p.is_file() and p.suffix.lower() in TILE_INPUT_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     # A DICOM slide is a folder of .dcm files; OpenSlide opens the whole series from any one.
     seen_dicom: set[Path] = set()
@@ -71,7 +71,7 @@ def find_slides(inputs: Sequence[str | Path], recursive: bool = False) -> list[S
             files = _slide_files_in(p, recursive)
             if not files:
                 hint = "" if recursive else " (use --recursive to search sub-folders)"
-                raise HistoclrError(f"{p}: no slide files found ({', '.join(SLIDE_SUFFIXES)}){hint}")
+                raise HistoclrError(f"{p}: no slide files found ({', '.join(TILE_INPUT_SUFFIXES)}){hint}")
             found += [(f, str(f)) for f in files]
         elif p.suffix.lower() == ".csv":
             listed = _paths_from_csv(p)

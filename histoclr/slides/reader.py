@@ -1,4 +1,4 @@
-"""One reader interface for whole-slide images (OpenSlide) and plain images (tifffile/Pillow).
+"""One reader interface for whole-slide images (OpenSlide) and plain images (via histoclr.images).
 
 Resolution is explicit in every read: ``read_region(location, level, size)`` takes the top-left
 corner in level-0 pixels, the pyramid level and the size in pixels *at that level*.
@@ -17,17 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from histoclr.errors import InputFileError
-
-#: File suffixes picked up when a folder is given (explicit files may have any suffix).
-OPENSLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
-                      ".svslide", ".bif", ".dcm")
-PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
-SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES + PLAIN_SUFFIXES
-TIFF_SUFFIXES = (".tif", ".tiff")
-
-#: A resolution tag outside this range (µm/px) is not a microscope's (e.g. the 72 dpi default).
-PLAUSIBLE_MPP = (0.01, 20.0)
-
+from histoclr.images import decode_image
 
 class SlideReader:
     """A slide opened for reading. Subclasses fill the attributes and implement the reads.
@@ -38,6 +28,7 @@ class SlideReader:
         level_downsamples: level-0 pixels per level pixel, for every level.
         mpp: microns per level-0 pixel from the file's metadata, ``None`` when it has none.
         vendor: the format (OpenSlide's vendor, or ``plain-tiff`` / ``plain-png`` / ...).
+        objective_power: the scanner's objective magnification (e.g. 40), ``None`` when unknown.
     """
 
     path: Path
@@ -45,6 +36,7 @@ class SlideReader:
     level_downsamples: tuple[float, ...]
     mpp: float | None
     vendor: str
+    objective_power: float | None = None
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -112,6 +104,11 @@ class OpenSlideReader(SlideReader):
                 self.mpp = (mx + my) / 2
         except (KeyError, ValueError):
             pass
+        try:
+            power = float(props["openslide.objective-power"])
+            self.objective_power = power if power > 0 else None
+        except (KeyError, ValueError):
+            self.objective_power = None
 
     def read_region_image(self, location, level, size):
         self._check_level(level)
@@ -159,61 +156,16 @@ class PlainImageReader(SlideReader):
         return np.asarray(im)
 
 
-def _as_rgb_uint8(a: np.ndarray, path: Path) -> np.ndarray:
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise InputFileError(path, f"expected an RGB image, got an array of shape {a.shape}")
-    if a.dtype == np.uint16:
-        a = (a // 257).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        raise InputFileError(path, f"unsupported pixel type {a.dtype} (expected 8-bit RGB)")
-    if a.shape[2] == 4:  # composite straight alpha onto white
-        alpha = a[:, :, 3:4].astype(np.float32) / 255
-        a = (a[:, :, :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(a[:, :, :3])
-
-
-def _tiff_mpp(page) -> float | None:
-    """µm/px from a TIFF page's XResolution/YResolution (centimetre or inch), else None."""
-    try:
-        unit = int(page.tags["ResolutionUnit"].value)
-        xr, yr = (n / d for n, d in (page.tags["XResolution"].value, page.tags["YResolution"].value))
-    except (KeyError, ZeroDivisionError, TypeError, ValueError):
-        return None
-    per_unit = {2: 25400.0, 3: 10000.0}.get(unit)  # µm per inch / per centimetre
-    if per_unit is None or xr <= 0 or yr <= 0:
-        return None
-    mpp = (per_unit / xr + per_unit / yr) / 2
-    return mpp if PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
-
-
 def _open_plain(path: Path, why_not_openslide: str) -> PlainImageReader:
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tf:
-                page = tf.pages[0]
-                rgb = _as_rgb_uint8(np.asarray(page.asarray()), path)
-                return PlainImageReader(path, rgb, _tiff_mpp(page), "plain-tiff")
-        from PIL import Image
-
-        with Image.open(path) as im:
-            fmt = (im.format or "image").lower()
-            mpp = None
-            dpi = im.info.get("dpi")
-            if dpi and dpi[0] > 0 and dpi[1] > 0:
-                mpp = (25400.0 / dpi[0] + 25400.0 / dpi[1]) / 2
-                mpp = mpp if PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
-            rgb = _as_rgb_uint8(np.asarray(im.convert("RGBA") if im.mode in ("P", "LA") else im), path)
-            return PlainImageReader(path, rgb, mpp, f"plain-{fmt}")
+        rgb, mpp, fmt = decode_image(path)
     except InputFileError:
         raise
     except Exception as e:  # noqa: BLE001  tifffile/Pillow raise many types for bad files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputFileError(path, f"cannot read: {why_not_openslide}, and not a readable plain "
                              f"image either ({type(e).__name__}: {msg})") from None
+    return PlainImageReader(path, rgb, mpp, f"plain-{fmt}")
 
 
 def open_slide(path: str | Path) -> SlideReader:
