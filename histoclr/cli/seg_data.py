@@ -80,7 +80,8 @@ def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest:
         click.echo(f"PROBLEM  {p}")
     if preview is not None and ok_pairs:
         from histoclr.seg.annotations import load_instances
-        from histoclr.seg.imageio import read_rgb, save_outline_png
+        from histoclr.images import read_rgb
+        from histoclr.seg.overlay import save_outline_png
 
         for pair in tqdm(ok_pairs, desc="previews", unit="png", disable=quiet):
             image = read_rgb(pair.image_path)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from histoclr.errors import ConfigError, HistoclrError
+from histoclr.images import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,6 @@ def split_slides(slide_ids: Sequence[str], fraction: float, seed: int) -> tuple[
     return sorted(set(unique) - set(hold)), hold
 
 
-def read_tile(path: str | Path) -> np.ndarray:
-    """A tile image as ``(H, W, 3)`` uint8 RGB; raises ``OSError``/``ValueError`` when unreadable."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def _reason(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError):
         return "file not found"
@@ -136,7 +129,7 @@ class TileDataset(Dataset):
         if self._bad[j]:
             return None
         try:
-            return read_tile(self.tile_paths[j])
+            return decode_image(self.tile_paths[j]).rgb
         except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError, struct.error...
             if not self._bad[j]:
                 self._bad[j] = 1
@@ -167,7 +160,7 @@ class TileDataset(Dataset):
         out = []
         for j in torch.nonzero(self._bad).flatten().tolist():
             try:
-                read_tile(self.tile_paths[j])
+                decode_image(self.tile_paths[j])
                 reason = "unreadable during training"
             except Exception as e:  # noqa: BLE001 - any decoder error is a reason to report
                 reason = _reason(e)

@@ -189,7 +189,7 @@ def load_instances(mask_path: str | Path, mask_format: str, shape: tuple[int, in
     mask whose connected components become the instances). A label image whose size differs
     from ``shape`` raises ``InputFileError``.
     """
-    from histoclr.seg.imageio import read_label
+    from histoclr.images import read_label
 
     mask_path = Path(mask_path)
     if mask_format == "aperio_xml":

@@ -81,7 +81,7 @@ def inspect_pair(pair: SegPair, *, coverage: bool = False) -> PairInfo | str:
         read_aperio_xml,
         read_geojson,
     )
-    from histoclr.seg.imageio import image_shape, read_label
+    from histoclr.images import image_shape, read_label
 
     try:
         h, w = image_shape(pair.image_path)
