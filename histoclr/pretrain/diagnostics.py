@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
 EMBEDDING_MAP = "embedding_map.png"
@@ -38,8 +40,6 @@ def eval_transform(image_size: int):
     """Deterministic view for embeddings: resize the whole tile, ImageNet-normalise, CHW float."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
-
-    from histoclr.ssl.augment import IMAGENET_MEAN, IMAGENET_STD
 
     return A.Compose([A.Resize(image_size, image_size), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
                       ToTensorV2()])
@@ -298,8 +298,11 @@ class HoldoutDiagnostics:
                 mlflow_mod.log_artifact(str(f), artifact_path="diagnostics")
         return metrics
 
-    def holdout_checks(self, trainer) -> tuple[dict[str, float], list[Path], dict]:
-        """Ranking (trained vs random), embedding map and montage on the held-out tiles."""
+    def holdout_checks(self, trainer, out_dir: str | Path | None = None) -> tuple[dict[str, float], list[Path], dict]:
+        """Ranking (trained vs random), embedding map and montage on the held-out tiles.
+
+        Pictures go to ``out_dir`` (default ``<trainer.out_dir>/diagnostics``).
+        """
         from histoclr.pretrain.dataset import sample_per_slide
         from histoclr.ssl.loss import ranking_metrics
         from histoclr.ssl.model import build_encoder
@@ -343,7 +346,7 @@ class HoldoutDiagnostics:
             metrics[f"holdout_nn_same_slide{suffix}"] = same_slide_rate(feats[suffix], slide_ids)
         del random_enc
 
-        out_dir = Path(trainer.out_dir) / "diagnostics"
+        out_dir = Path(out_dir) if out_dir is not None else Path(trainer.out_dir) / "diagnostics"
         step = trainer.step
         panels, method = {}, ""
         for suffix, title in (("", f"SimCLR {cfg.model.arch}, step {step}"), ("_random", "random init")):
