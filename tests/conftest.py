@@ -134,3 +134,43 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
     with _launch_mlflow_server(root, f"sqlite:///{root / 'backend.db'}") as url:
         yield url
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size)``: a folder on a tmpfs of ``size`` ("160m"), for disk-full tests.
+
+    Needs root (mount); the test is skipped otherwise. Unmounted afterwards.
+    """
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def make(size: str, options: str = "") -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        point = tmp_path / f"disk{len(mounts)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{',' + options if options else ''}",
+                            "tmpfs", str(point)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+        mounts.append(point)
+        return point
+
+    yield make
+    for point in reversed(mounts):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path, small_disk):
+    """A folder nothing can be written into: a read-only tmpfs as root, else a chmod 555 folder."""
+    if os.geteuid() == 0:
+        yield small_disk("1m", "ro")
+        return
+    d = tmp_path / "readonly"
+    d.mkdir()
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)
