@@ -79,7 +79,7 @@ def floor(path: Path) -> tuple[float, int]:
 
 def histoclr_tile(path: Path, workers: int, out: Path, fmt: str = "jpeg") -> tuple[float, int]:
     """The whole command as a user runs it (process start, planning, tissue mask, JPEG writes)."""
-    from histoclr.slides.manifest import read_tile_manifest
+    from histoclr.manifests.tiles import read_tile_manifest
 
     cmd = [sys.executable, "-m", "histoclr", "tile", str(path), "--mpp", str(MPP), "--tile-size",
            str(TILE), "--format", fmt, "--workers", str(workers), "--quiet", "--out", str(out)]

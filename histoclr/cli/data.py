@@ -26,7 +26,8 @@ def describe(root: Path, out: Path, facts: Path | None, quiet: bool) -> None:
     """Write a manifest of every file under ROOT (path, bytes, sha256, role, split, mpp, ...)."""
     from collections import Counter
 
-    from histoclr.datasets.manifest import describe_root, format_data_manifest, load_facts
+    from histoclr.dataroot import describe_root, load_facts
+    from histoclr.manifests.data import format_data_manifest
     from histoclr.io import atomic_write_text
 
     rules = load_facts(facts) if facts else []
@@ -53,7 +54,8 @@ def verify(ctx: click.Context, manifest: Path, root: Path, size_only: bool, quie
     Prints one line per missing or changed file and a summary. Exit status: 0 when every
     listed file matches, 1 when some are missing or changed, 2 when the manifest is unusable.
     """
-    from histoclr.datasets.manifest import read_data_manifest, verify_root
+    from histoclr.dataroot import verify_root
+    from histoclr.manifests.data import read_data_manifest
 
     rows = read_data_manifest(manifest)
     report = verify_root(root, rows, size_only=size_only, progress=not quiet)

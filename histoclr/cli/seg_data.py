@@ -42,7 +42,8 @@ def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest:
     from tqdm import tqdm
 
     from histoclr.errors import HistoclrError
-    from histoclr.seg.pairs import discover_pairs, inspect_pair, read_pairs_manifest
+    from histoclr.manifests.pairs import read_pairs_manifest
+    from histoclr.seg.pairs import discover_pairs, inspect_pair
 
     by_dirs = images is not None or masks is not None
     if by_dirs == (manifest is not None or root is not None):
@@ -114,7 +115,8 @@ def describe(ctx: click.Context, images: Path, masks: Path, root: Path, out: Pat
     Pairs with problems are listed (one line each) and left out; the exit status is then 1.
     """
     from histoclr.errors import HistoclrError
-    from histoclr.seg.pairs import discover_pairs, write_pairs_manifest
+    from histoclr.manifests.pairs import write_pairs_manifest
+    from histoclr.seg.pairs import discover_pairs
 
     both = set(val_ids) & set(test_ids)
     if both:

@@ -35,13 +35,13 @@ def load_tiles(manifests: Sequence[str | Path], slides: Sequence[str] = (), min_
         ``manifest`` (the file each row came from); duplicate tiles (same ``tile_path``) once.
 
     Raises:
-        histoclr.slides.manifest.ManifestError: a manifest is missing or malformed.
+        histoclr.manifests.csvfile.ManifestError: a manifest is missing or malformed.
         ConfigError: ``slides`` names a slide that no manifest holds.
         HistoclrError: no tile is left after filtering.
     """
     import pandas as pd
 
-    from histoclr.slides.manifest import MANIFEST_NAME, read_tile_manifest
+    from histoclr.manifests.tiles import MANIFEST_NAME, read_tile_manifest
 
     if not manifests:
         raise ValueError("give at least one tile manifest")

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from histoclr.errors import InputFileError
-
-MASK_FORMATS = ("aperio_xml", "geojson", "label_image")
-_SUFFIX_FORMAT = {".xml": "aperio_xml", ".geojson": "geojson", ".json": "geojson",
-                  ".png": "label_image", ".tif": "label_image", ".tiff": "label_image"}
+from histoclr.images import read_label
+from histoclr.manifests.pairs import MASK_FORMATS, MASK_SUFFIX_FORMATS
 
 
 class Polygons(list):
@@ -36,9 +34,9 @@ class Polygons(list):
 
 def mask_format_for(path: str | Path) -> str:
     """The mask format implied by a file suffix (``.xml`` -> ``aperio_xml``, ...)."""
-    fmt = _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+    fmt = MASK_SUFFIX_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown mask suffix (expected one of {sorted(_SUFFIX_FORMAT)})")
+        raise ValueError(f"{path}: unknown mask suffix (expected one of {sorted(MASK_SUFFIX_FORMATS)})")
     return fmt
 
 
@@ -189,8 +187,6 @@ def load_instances(mask_path: str | Path, mask_format: str, shape: tuple[int, in
     mask whose connected components become the instances). A label image whose size differs
     from ``shape`` raises ``InputFileError``.
     """
-    from histoclr.images import read_label
-
     mask_path = Path(mask_path)
     if mask_format == "aperio_xml":
         return rasterize_instances(read_aperio_xml(mask_path), shape)

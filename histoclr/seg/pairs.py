@@ -1,43 +1,29 @@
-"""Image/mask pairs: discovery by file stem, the pairs manifest, and the labelled subset.
+"""Image/mask pairs: discovery by file stem, inspection, and the labelled subset.
 
-The pairs manifest is a CSV (first line ``# histoclr-seg-pairs v1``) with the columns
-``image_id, image, mask, mask_format, split, mpp``; ``image`` and ``mask`` are POSIX paths
-relative to a data root, ``split`` is ``train`` | ``val`` | ``test`` | empty, ``mpp`` is
-microns per pixel or empty when unknown.
+The pairs manifest itself (:class:`SegPair`, reading and writing) is an on-disk contract between
+stages and lives in :mod:`histoclr.manifests.pairs`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from histoclr.errors import InputFileError
-from histoclr.seg.annotations import _SUFFIX_FORMAT, MASK_FORMATS
-
-PAIRS_HEADER = "# histoclr-seg-pairs v1"
-PAIR_COLUMNS = ("image_id", "image", "mask", "mask_format", "split", "mpp")
-SPLITS = ("train", "val", "test", "")
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class SegPair:
-    """One image and its nucleus annotation."""
-
-    image_id: str
-    image_path: Path
-    mask_path: Path
-    mask_format: str  # one of MASK_FORMATS
-    split: str = ""  # "train" | "val" | "test" | ""
-    mpp: float | None = None  # microns per pixel of the image, None when unknown
+from histoclr.images import IMAGE_SUFFIXES, image_shape, read_label
+from histoclr.manifests.pairs import MASK_SUFFIX_FORMATS, SegPair
+from histoclr.manifests.pairs import read_pairs_manifest  # noqa: F401  TEMPORARY for seg/train.py
+from histoclr.seg.annotations import (
+    instances_from_label_image,
+    rasterize_instances,
+    read_aperio_xml,
+    read_geojson,
+)
 
 
 @dataclass
@@ -75,14 +61,6 @@ def inspect_pair(pair: SegPair, *, coverage: bool = False) -> PairInfo | str:
     Problems: missing/unreadable files, empty annotations, label-image size mismatches.
     ``coverage=True`` also rasterises the instances to measure the foreground fraction.
     """
-    from histoclr.seg.annotations import (
-        instances_from_label_image,
-        rasterize_instances,
-        read_aperio_xml,
-        read_geojson,
-    )
-    from histoclr.images import image_shape, read_label
-
     try:
         h, w = image_shape(pair.image_path)
         if pair.mask_format in ("aperio_xml", "geojson"):
@@ -121,14 +99,12 @@ def discover_pairs(images_dir: str | Path, masks_dir: str | Path, *,
     when present, ``split`` is empty. ``coverage``: also measure each pair's foreground
     fraction; ``progress``: a tqdm bar over the stems.
     """
-    from tqdm import tqdm
-
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     for d, what in ((images_dir, "images"), (masks_dir, "masks")):
         if not d.is_dir():
             raise InputFileError(d, f"{what} folder not found")
     images = _files_by_stem(images_dir, IMAGE_SUFFIXES)
-    masks = _files_by_stem(masks_dir, tuple(_SUFFIX_FORMAT))
+    masks = _files_by_stem(masks_dir, tuple(MASK_SUFFIX_FORMATS))
     report = PairReport()
     stems = sorted(set(images) | set(masks))
     for stem in tqdm(stems, desc="annotations", unit="pair", disable=not progress):
@@ -143,7 +119,7 @@ def discover_pairs(images_dir: str | Path, masks_dir: str | Path, *,
             names = ", ".join(p.name for p in imgs + msks)
             report.problems.append(f"ambiguous pair {stem}: several files share the stem ({names})")
             continue
-        pair = SegPair(stem, imgs[0], msks[0], _SUFFIX_FORMAT[msks[0].suffix.lower()])
+        pair = SegPair(stem, imgs[0], msks[0], MASK_SUFFIX_FORMATS[msks[0].suffix.lower()])
         info = inspect_pair(pair, coverage=coverage)
         if isinstance(info, str):
             report.problems.append(info)
@@ -152,95 +128,6 @@ def discover_pairs(images_dir: str | Path, masks_dir: str | Path, *,
         report.pairs.append(pair)
         report.info[stem] = info
     return report
-
-
-def _rel(path: Path, root: Path) -> str:
-    return Path(os.path.relpath(Path(path).resolve(), root.resolve())).as_posix()
-
-
-def format_pairs_manifest(pairs: Sequence[SegPair], data_root: str | Path) -> str:
-    """The pairs manifest text (header line + CSV) with paths relative to ``data_root``."""
-    root = Path(data_root)
-    buf = io.StringIO()
-    buf.write(PAIRS_HEADER + "\n")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PAIR_COLUMNS)
-    for p in pairs:
-        if p.mask_format not in MASK_FORMATS:
-            raise ValueError(f"pair {p.image_id}: unknown mask_format {p.mask_format!r}")
-        if p.split not in SPLITS:
-            raise ValueError(f"pair {p.image_id}: unknown split {p.split!r}")
-        w.writerow([p.image_id, _rel(p.image_path, root), _rel(p.mask_path, root), p.mask_format,
-                    p.split, "" if p.mpp is None else repr(float(p.mpp))])
-    return buf.getvalue()
-
-
-def write_pairs_manifest(pairs: Sequence[SegPair], csv_path: str | Path,
-                         data_root: str | Path) -> None:
-    """Write the pairs manifest atomically; paths are stored relative to ``data_root``."""
-    from histoclr.io import atomic_write_text
-
-    atomic_write_text(csv_path, format_pairs_manifest(pairs, data_root))
-
-
-def read_pairs_manifest(csv_path: str | Path, data_root: str | Path, *,
-                        check_files: bool = True) -> list[SegPair]:
-    """Read a pairs manifest; paths are resolved against ``data_root``.
-
-    Raises ``InputFileError`` naming the file and line for a missing column, a bad value,
-    a duplicate id, or (``check_files``) images/masks missing under ``data_root``.
-    """
-    csv_path, root = Path(csv_path), Path(data_root)
-    try:
-        text = csv_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError(csv_path, "file not found") from None
-    lines = text.splitlines()
-    start = 1 if lines and lines[0].startswith("#") else 0
-    if start and lines[0].strip() != PAIRS_HEADER:
-        raise InputFileError(csv_path, f"unknown manifest version line {lines[0]!r} "
-                             f"(expected {PAIRS_HEADER!r})")
-    reader = csv.DictReader(lines[start:])
-    missing_cols = [c for c in PAIR_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing_cols:
-        raise InputFileError(csv_path, f"missing column(s) {', '.join(missing_cols)} "
-                             f"(expected {', '.join(PAIR_COLUMNS)})")
-    pairs: list[SegPair] = []
-    seen: set[str] = set()
-    for n, row in enumerate(reader, start=start + 2):
-        where = f"line {n}"
-        image_id = (row["image_id"] or "").strip()
-        if not image_id or not row["image"] or not row["mask"]:
-            raise InputFileError(csv_path, f"{where}: image_id, image and mask must not be empty")
-        if image_id in seen:
-            raise InputFileError(csv_path, f"{where}: duplicate image_id {image_id!r}")
-        seen.add(image_id)
-        if row["mask_format"] not in MASK_FORMATS:
-            raise InputFileError(csv_path, f"{where}: mask_format {row['mask_format']!r} is not one "
-                                 f"of {', '.join(MASK_FORMATS)}")
-        split = (row["split"] or "").strip()
-        if split not in SPLITS:
-            raise InputFileError(csv_path, f"{where}: split {split!r} is not train, val, test or empty")
-        mpp = None
-        if (row["mpp"] or "").strip():
-            try:
-                mpp = float(row["mpp"])
-            except ValueError:
-                mpp = float("nan")
-            if not (math.isfinite(mpp) and mpp > 0):
-                raise InputFileError(csv_path, f"{where}: mpp {row['mpp']!r} is not a positive number")
-        pairs.append(SegPair(image_id, root / row["image"], root / row["mask"], row["mask_format"],
-                             split, mpp))
-    if not pairs:
-        raise InputFileError(csv_path, "the manifest lists no pairs")
-    if check_files:
-        missing = [str(p) for pair in pairs for p in (pair.image_path, pair.mask_path)
-                   if not p.is_file()]
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise InputFileError(csv_path, f"{len(missing)} listed file(s) not found under "
-                                 f"{root}: {', '.join(missing[:3])}{more}")
-    return pairs
 
 
 def select_labeled(pairs_or_ids, *, num_labeled: int | None = None,

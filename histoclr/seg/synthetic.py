@@ -17,7 +17,7 @@ def write_synthetic_pairs(root: str | Path, n: int = 4, size: int = 96, seed: in
     """
     from PIL import Image
 
-    from histoclr.seg.pairs import SegPair, write_pairs_manifest
+    from histoclr.manifests.pairs import SegPair, write_pairs_manifest
 
     root = Path(root)
     rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ Output folder::
     tiles/<slide_id>/<slide_id>_x<X>_y<Y>.png   X, Y: level-0 pixels of the top-left corner
     qc/<slide_id>.png          thumbnail + tissue mask + kept tiles
     .parts/<slide_id>.json     written last for a finished slide: its slides.csv and tiles.csv rows
-    tiles.csv, slides.csv      rebuilt from the fragments (see histoclr.slides.manifest)
+    tiles.csv, slides.csv      rebuilt from the fragments (see histoclr.manifests.tiles)
 
 Every file is written atomically; a slide without a fragment is redone from scratch, so an
 interrupted and resumed run ends with exactly the files of an uninterrupted one.
@@ -33,7 +33,7 @@ from histoclr.config.tile import TileConfig
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.io import atomic_path, atomic_write_json, atomic_write_text
 from histoclr.slides.inputs import SlideSpec
-from histoclr.slides.manifest import MANIFEST_NAME, SLIDES_NAME, format_slides_csv, format_tiles_csv
+from histoclr.manifests.tiles import MANIFEST_NAME, SLIDES_NAME, format_slides_csv, format_tiles_csv
 
 OPTIONS_NAME = "tile_options.json"
 PARTS_DIR = ".parts"

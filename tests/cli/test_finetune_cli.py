@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def small_config(shared_data, tmp_path):
     """A tiny fine-tuning config (1 train + 1 val MoNuSeg image, 64 px crops at 2 um/px)."""
-    from histoclr.seg.pairs import read_pairs_manifest, write_pairs_manifest
+    from histoclr.manifests.pairs import read_pairs_manifest, write_pairs_manifest
 
     pairs = read_pairs_manifest(REPO / "data_manifests" / "monuseg2018_seg_pairs.csv", shared_data)
     chosen = [next(p for p in pairs if p.split == "train"), next(p for p in pairs if p.split == "val")]

@@ -104,9 +104,9 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
 
 def test_bad_manifest_exit_2(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("image_id,image\n")
+    bad.write_text("# histoclr-seg-pairs v1\nimage_id,image\n")
     r = histoclr("seg-data", "check", "--manifest", bad, "--root", tmp_path)
-    assert r.returncode == 2 and f"error: {bad}: missing column(s) mask," in r.stderr
+    assert r.returncode == 2 and f"error: {bad}: missing column(s): mask," in r.stderr
 
 
 @pytest.mark.shared_data

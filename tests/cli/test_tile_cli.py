@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from histoclr.cli import cli
-from histoclr.slides.manifest import read_tile_manifest
+from histoclr.manifests.tiles import read_tile_manifest
 from histoclr.slides.synthetic import render_region, write_pyramid_tiff
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from histoclr.io import atomic_write_text
-from histoclr.slides.manifest import format_tiles_csv
+from histoclr.manifests.tiles import format_tiles_csv
 
 
 def he_tile(rng: np.random.Generator, size: int, tint: float) -> np.ndarray:

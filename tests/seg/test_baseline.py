@@ -43,7 +43,7 @@ def test_finds_synthetic_nuclei():
 @pytest.mark.shared_data
 def test_real_image_dice_plausible(shared_data):
     from histoclr.seg.dataset import load_pair
-    from histoclr.seg.pairs import read_pairs_manifest
+    from histoclr.manifests.pairs import read_pairs_manifest
 
     pairs = read_pairs_manifest(REPO / "data_manifests/monuseg2018_seg_pairs.csv", shared_data)
     pair = next(p for p in pairs if p.image_id == "TCGA-B0-5710-01Z-00-DX1")

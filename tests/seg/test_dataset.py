@@ -17,7 +17,7 @@ from histoclr.seg.dataset import (
     normalize_image,
 )
 from histoclr.seg.metrics import iou
-from histoclr.seg.pairs import SegPair
+from histoclr.manifests.pairs import SegPair
 
 XML_SQUARE = ('<Annotations MicronsPerPixel="0.25"><Annotation><Regions>'
               '<Region Id="1"><Vertices><Vertex X="10" Y="10"/><Vertex X="50" Y="10"/>'

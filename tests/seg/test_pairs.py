@@ -9,13 +9,8 @@ import pytest
 from PIL import Image
 
 from histoclr.errors import InputFileError
-from histoclr.seg.pairs import (
-    SegPair,
-    discover_pairs,
-    read_pairs_manifest,
-    select_labeled,
-    write_pairs_manifest,
-)
+from histoclr.manifests.pairs import SegPair, read_pairs_manifest, write_pairs_manifest
+from histoclr.seg.pairs import discover_pairs, select_labeled
 
 REPO = Path(__file__).resolve().parents[2]
 XML = ('<Annotations MicronsPerPixel="0.5"><Annotation><Regions><Region Id="1"><Vertices>'
@@ -80,7 +75,10 @@ def test_manifest_round_trip_and_errors(tmp_path):
     with pytest.raises(InputFileError, match="not found under"):
         read_pairs_manifest(csv, tmp_path)  # wrong root
     bad = tmp_path / "bad.csv"
-    bad.write_text("image_id,image,mask,split\n")
+    bad.write_text("image_id,image,mask,mask_format,split,mpp\n")  # no version line
+    with pytest.raises(InputFileError, match="first line should be '# histoclr-seg-pairs v1'"):
+        read_pairs_manifest(bad, tmp_path)
+    bad.write_text("# histoclr-seg-pairs v1\nimage_id,image,mask,split\n")
     with pytest.raises(InputFileError, match="missing column.*mask_format"):
         read_pairs_manifest(bad, tmp_path)
     bad.write_text(text.replace(",val,", ",holdout,"))

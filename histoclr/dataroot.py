@@ -1,9 +1,8 @@
-"""Data-root manifests: every file under a data root with its size, sha256, role and known facts.
+"""A data root described and checked: ``histoclr data describe`` and ``histoclr data verify``.
 
-A data manifest (``data_manifests/*.csv``) has a first line ``# histoclr-data v<N>``, then a CSV
-header and one row per file with :data:`DATA_COLUMNS`; ``path`` is relative to the data root and
-uses ``/``. It is written by :func:`describe_root` (``histoclr data describe``) and checked by
-:func:`verify_root` (``histoclr data verify``). See ``data_manifests/README.md``.
+:func:`describe_root` lists every file under a data root with its size, sha256, role and known
+facts, as rows of the data manifest (:mod:`histoclr.manifests.data`); :func:`verify_root`
+compares a data root with such rows.
 
 Roles come from the layout (MoNuSeg-style ``labeled/images``, ``labeled/annotations``,
 ``unlabeled/images``) and the file type (whole-slide formats, README files). Facts that a file does
@@ -14,59 +13,35 @@ order, later rules overriding earlier ones.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import io
 import os
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import yaml
+from tqdm import tqdm
+
 from histoclr.errors import ConfigError, InputFileError
+from histoclr.images import IMAGE_SUFFIXES, TIFF_SUFFIXES, WSI_SUFFIXES, image_mpp
 from histoclr.io import sha256_file
+from histoclr.manifests.data import SPLITS
+from histoclr.slides.reader import open_slide
 
-DATA_MAGIC = "# histoclr-data v"
-DATA_VERSION = 1
-
-DATA_COLUMNS: tuple[str, ...] = (
-    "path",           # relative to the data root, '/'-separated
-    "bytes",          # file size
-    "sha256",         # hex digest of the content
-    "role",           # one of ROLES
-    "pair_id",        # sample id (file stem); an image and its annotation share it
-    "split",          # train / val / test for labelled data; empty otherwise
-    "organ",          # tissue of origin, from the facts file
-    "mpp",            # microns per pixel at full resolution
-    "mpp_source",     # where mpp came from: openslide, annotation, tiff, facts
-    "magnification",  # objective magnification (e.g. 40)
-    "source",         # where the file comes from
-    "licence",        # licence it is distributed under
-)
-ROLES = ("labeled_image", "annotation", "unlabeled_image", "slide", "readme", "other")
-SPLITS = ("train", "val", "test")
 FACT_KEYS = ("organ", "split", "source", "licence", "mpp", "magnification")
-
-SLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif", ".svslide"})
-IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg"})
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class DataManifestError(InputFileError):
-    """A data manifest or facts file that cannot be used; the message names the file."""
 
 
 # ----------------------------------------------------------------------------- roles and facts
 
 def classify(relpath: str) -> str:
-    """The role of a file from its root-relative posix path (see :data:`ROLES`)."""
+    """The role of a file from its root-relative posix path (see :data:`histoclr.manifests.data.ROLES`)."""
     p = PurePosixPath(relpath)
     suffix = p.suffix.lower()
     parents = [s.lower() for s in p.parts[:-1]]
     if p.name.lower().startswith("readme"):
         return "readme"
-    if suffix in SLIDE_SUFFIXES:
+    if suffix in WSI_SUFFIXES:
         return "slide"
     if len(parents) >= 2:
         group, kind = parents[-2], parents[-1]
@@ -95,8 +70,6 @@ def load_facts(path: str | Path) -> list[FactRule]:
         ConfigError: unreadable file, not a list, missing ``match``, an unknown key, a bad split
             or a non-numeric mpp/magnification (the message names the file and the rule).
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: facts file not found")
@@ -157,38 +130,10 @@ def annotation_mpp(path: str | Path) -> float | None:
     return None
 
 
-def tiff_mpp(path: str | Path) -> float | None:
-    """Microns per pixel from a TIFF's XResolution/ResolutionUnit tags, if it has them."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            tags = tif.pages[0].tags
-            xres, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
-            if xres is None or unit is None:
-                return None
-            num, den = xres.value
-            per_unit = num / den if den else 0.0
-            microns = {2: 25400.0, 3: 10000.0}.get(int(unit.value))
-    except (tifffile.TiffFileError, OSError) as e:
-        raise InputFileError(path, f"cannot read TIFF ({e})") from None
-    if not microns or per_unit <= 0:
-        return None
-    return microns / per_unit
-
-
 def slide_facts(path: str | Path) -> tuple[float | None, float | None]:
-    """``(mpp, objective magnification)`` of a whole-slide image as OpenSlide reports them."""
-    import openslide
-
-    try:
-        with openslide.OpenSlide(str(path)) as s:
-            props = s.properties
-            mpp = props.get(openslide.PROPERTY_NAME_MPP_X)
-            mag = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-    except openslide.OpenSlideError as e:
-        raise InputFileError(path, f"OpenSlide cannot open this slide ({e})") from None
-    return (float(mpp) if mpp else None), (float(mag) if mag else None)
+    """``(mpp, objective magnification)`` of a whole-slide image, as its reader reports them."""
+    with open_slide(path) as s:
+        return s.mpp, s.objective_power
 
 
 # ----------------------------------------------------------------------------- describe
@@ -209,8 +154,6 @@ def list_files(root: str | Path) -> list[str]:
 
 
 def _hash_all(root: Path, relpaths: list[str], progress: bool) -> dict[str, str]:
-    from tqdm import tqdm
-
     sizes = {p: (root / p).stat().st_size for p in relpaths}
     digests = {}
     with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024,
@@ -223,7 +166,8 @@ def _hash_all(root: Path, relpaths: list[str], progress: bool) -> dict[str, str]
 
 def describe_root(root: str | Path, facts: Iterable[FactRule] = (),
                   progress: bool = True) -> list[dict[str, str]]:
-    """One manifest row (a dict with :data:`DATA_COLUMNS`) per file under ``root``.
+    """One data-manifest row (a dict with :data:`histoclr.manifests.data.DATA_COLUMNS`) per file
+    under ``root``.
 
     mpp is read from the file's own metadata first (OpenSlide for slides, ``MicronsPerPixel``
     of the paired annotation for labelled images, TIFF resolution tags), then from ``facts``.
@@ -270,8 +214,8 @@ def describe_root(root: str | Path, facts: Iterable[FactRule] = (),
             mpp = annotation_mpp(root / annotations[_pair_key(p)])
             mpp_source = "annotation" if mpp else ""
         if mpp is None and role in ("labeled_image", "unlabeled_image") and \
-                PurePosixPath(p).suffix.lower() in (".tif", ".tiff"):
-            mpp = tiff_mpp(root / p)
+                PurePosixPath(p).suffix.lower() in TIFF_SUFFIXES:
+            mpp = image_mpp(root / p)
             mpp_source = "tiff" if mpp else ""
         if mpp is None and fact.get("mpp"):
             mpp, mpp_source = float(fact["mpp"]), "facts"
@@ -300,74 +244,6 @@ def _pair_key(relpath: str) -> str:
     return f"{p.parent.parent}/{p.stem}"
 
 
-def format_data_manifest(rows: Iterable[Mapping[str, str]]) -> str:
-    """The text of a data manifest for ``rows`` (mappings with :data:`DATA_COLUMNS`)."""
-    buf = io.StringIO()
-    buf.write(f"{DATA_MAGIC}{DATA_VERSION}\n")
-    w = csv.DictWriter(buf, fieldnames=DATA_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------- read and verify
-
-def read_data_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Read and check a data manifest; returns its rows as dicts of strings.
-
-    Raises:
-        DataManifestError: missing file, wrong first line or version, missing columns, or a bad
-            value (path, size, checksum, role, split), naming the file and the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataManifestError(path, "data manifest not found")
-    text = path.read_text(encoding="utf-8")
-    first, _, body = text.partition("\n")
-    if not first.startswith(DATA_MAGIC):
-        raise DataManifestError(path, f"not a histoclr data manifest (first line should be "
-                                f"'{DATA_MAGIC}{DATA_VERSION}', found {first[:60]!r})")
-    version = first[len(DATA_MAGIC):].strip()
-    if version != str(DATA_VERSION):
-        raise DataManifestError(path, f"data manifest version {version} is not supported (this "
-                                f"histoclr reads version {DATA_VERSION})")
-    reader = csv.DictReader(io.StringIO(body))
-    header = reader.fieldnames or []
-    missing = [c for c in DATA_COLUMNS if c not in header]
-    if missing:
-        raise DataManifestError(path, f"missing column(s): {', '.join(missing)}")
-    rows, seen = [], set()
-    for row in reader:
-        line = reader.line_num + 1  # +1 for the magic line
-        if None in row or any(v is None for v in row.values()):
-            raise DataManifestError(path, f"line {line}: wrong number of fields")
-        p = row["path"]
-        pp = PurePosixPath(p)
-        if not p or pp.is_absolute() or ".." in pp.parts or "\\" in p:
-            raise DataManifestError(path, f"line {line}: path {p!r} must be relative to the "
-                                    "data root, '/'-separated, without '..'")
-        if p in seen:
-            raise DataManifestError(path, f"line {line}: path {p!r} is listed twice")
-        seen.add(p)
-        if not row["bytes"].isdigit():
-            raise DataManifestError(path, f"line {line}: bytes must be a non-negative integer, "
-                                    f"not {row['bytes']!r}")
-        if not _SHA256.match(row["sha256"]):
-            raise DataManifestError(path, f"line {line}: sha256 must be 64 lowercase hex digits, "
-                                    f"not {row['sha256'][:70]!r}")
-        if row["role"] not in ROLES:
-            raise DataManifestError(path, f"line {line}: role {row['role']!r} is not one of "
-                                    f"{', '.join(ROLES)}")
-        if row["split"] not in ("", *SPLITS):
-            raise DataManifestError(path, f"line {line}: split {row['split']!r} is not one of "
-                                    f"{', '.join(SPLITS)} (or empty)")
-        rows.append(row)
-    if not rows:
-        raise DataManifestError(path, "data manifest lists no files")
-    return rows
-
-
 @dataclass
 class VerifyReport:
     """What :func:`verify_root` found. ``changed`` holds ``(path, explanation)`` pairs."""
@@ -389,8 +265,6 @@ def verify_root(root: str | Path, rows: Iterable[Mapping[str, str]], size_only: 
     Files under ``root`` that the manifest does not list are reported in ``extra`` and do not
     make the check fail.
     """
-    from tqdm import tqdm
-
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "data root is not a folder")
@@ -422,35 +296,3 @@ def verify_root(root: str | Path, rows: Iterable[Mapping[str, str]], size_only: 
     listed = {r["path"] for r in rows}
     report.extra = [p for p in list_files(root) if p not in listed]
     return report
-
-
-def labeled_pairs(rows: Iterable[Mapping[str, str]], split: str | None = None
-                  ) -> list[tuple[str, str, str]]:
-    """``(pair_id, image_path, annotation_path)`` of labelled samples, optionally of one split.
-
-    Paths are root-relative; pairs are matched by their group folder and stem, sorted by path.
-
-    Raises:
-        ValueError: an unknown split, an image without annotation, or a pair whose image and
-            annotation disagree on the split.
-    """
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
-    images, anns = {}, {}
-    for r in rows:
-        if r["role"] == "labeled_image":
-            images[_pair_key(r["path"])] = r
-        elif r["role"] == "annotation":
-            anns[_pair_key(r["path"])] = r
-    out = []
-    for key in sorted(images, key=lambda k: images[k]["path"]):
-        img = images[key]
-        ann = anns.get(key)
-        if ann is None:
-            raise ValueError(f"labelled image {img['path']} has no annotation in the manifest")
-        if img["split"] != ann["split"]:
-            raise ValueError(f"{img['path']} is in split {img['split']!r} but its annotation "
-                             f"is in {ann['split']!r}")
-        if split is None or img["split"] == split:
-            out.append((img["pair_id"], img["path"], ann["path"]))
-    return out

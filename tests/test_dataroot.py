@@ -1,4 +1,4 @@
-"""Data-root manifests: describe, read (with clear errors), verify, splits."""
+"""Data roots: describe, read the data manifest (with clear errors), verify, splits."""
 
 from __future__ import annotations
 
@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from histoclr.datasets.manifest import (
-    DATA_COLUMNS,
-    DataManifestError,
-    FactRule,
-    classify,
-    describe_root,
-    format_data_manifest,
-    labeled_pairs,
-    load_facts,
-    read_data_manifest,
-    verify_root,
-)
+from histoclr.dataroot import FactRule, classify, describe_root, load_facts, verify_root
+from histoclr.manifests.csvfile import ManifestError
+from histoclr.manifests.data import DATA_COLUMNS, format_data_manifest, read_data_manifest
 from histoclr.errors import ConfigError, InputFileError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "data_manifests" / "monuseg2018_cmu1.csv"
 FACTS = REPO / "data_manifests" / "monuseg2018_cmu1.facts.yaml"
 
@@ -86,19 +77,20 @@ def test_describe_rows_roles_mpp_and_facts(tmp_path):
         ("readme", "", "", "")
 
 
-def test_roundtrip_and_pairs(tmp_path):
+def labelled(rows, split):
+    return sorted(r["pair_id"] for r in rows if r["role"] == "labeled_image" and r["split"] == split)
+
+
+def test_roundtrip_and_splits(tmp_path):
     root = make_root(tmp_path / "data")
     out = tmp_path / "m.csv"
     out.write_text(format_data_manifest(describe_root(root, RULES, progress=False)))
     assert out.read_text().startswith("# histoclr-data v1\n" + ",".join(DATA_COLUMNS) + "\n")
     rows = read_data_manifest(out)
     assert len(rows) == 7
-    assert labeled_pairs(rows, "val") == [
-        ("B-2", "ds/labeled/images/B-2.tif", "ds/labeled/annotations/B-2.xml")]
-    assert [p[0] for p in labeled_pairs(rows)] == ["A-1", "B-2"]
-    rows[1]["split"] = "val"  # annotation of A-1 now disagrees with its image
-    with pytest.raises(ValueError, match="A-1.tif is in split 'train' but its annotation"):
-        labeled_pairs(rows)
+    assert labelled(rows, "val") == ["B-2"] and labelled(rows, "train") == ["A-1"]
+    by_path = {r["path"]: r for r in rows}
+    assert by_path["ds/labeled/annotations/B-2.xml"]["split"] == "val"  # an annotation shares its split
 
 
 def test_verify_reports_missing_changed_and_extra(tmp_path):
@@ -140,7 +132,7 @@ def test_read_rejects_bad_manifests(tmp_path, edit, message):
     good = format_data_manifest(describe_root(root, RULES, progress=False))
     bad = tmp_path / "bad.csv"
     bad.write_text(edit(good))
-    with pytest.raises(DataManifestError) as e:
+    with pytest.raises(ManifestError) as e:
         read_data_manifest(bad)
     assert str(bad) in str(e.value) and message in str(e.value)
 
@@ -149,10 +141,10 @@ def test_bad_sha_and_short_row(tmp_path):
     p = tmp_path / "m.csv"
     head = "# histoclr-data v1\n" + ",".join(DATA_COLUMNS) + "\n"
     p.write_text(head + "a.txt,1,abc,other,,,,,,,,\n")
-    with pytest.raises(DataManifestError, match="sha256 must be 64"):
+    with pytest.raises(ManifestError, match="sha256 must be 64"):
         read_data_manifest(p)
     p.write_text(head + "a.txt,1\n")
-    with pytest.raises(DataManifestError, match="line 3: wrong number of fields"):
+    with pytest.raises(ManifestError, match="line 3: wrong number of fields"):
         read_data_manifest(p)
 
 
@@ -194,9 +186,8 @@ def test_committed_manifest_is_reproducible_from_the_real_data(shared_data):
     roles = [r["role"] for r in committed]
     assert (roles.count("labeled_image"), roles.count("annotation"),
             roles.count("unlabeled_image"), roles.count("slide")) == (13, 13, 17, 1)
-    val = labeled_pairs(committed, "val")
-    assert len(val) == 3 and len(labeled_pairs(committed, "train")) == 10
-    by_path = {r["path"]: r for r in committed}
-    organs = {by_path[img]["organ"] for _, img, _ in val}
-    sites = {pid.split("-")[1] for pid, _, _ in val}
+    val = [r for r in committed if r["role"] == "labeled_image" and r["split"] == "val"]
+    assert len(val) == 3 and len(labelled(committed, "train")) == 10
+    organs = {r["organ"] for r in val}
+    sites = {r["pair_id"].split("-")[1] for r in val}
     assert len(organs) == 3 and len(sites) == 3

@@ -1,1 +1,0 @@
-"""Datasets on disk: data-root manifests (:mod:`histoclr.datasets.manifest`)."""
