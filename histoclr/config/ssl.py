@@ -18,6 +18,7 @@ OPTIMIZERS = ("lars", "adamw", "sgd")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PRECISIONS = ("bf16", "fp16", "32")
 DEVICES = ("auto", "cpu", "cuda")
+VIEW_RECIPES = ("natural", "histology")          # histoclr.ssl.augment.VIEW_RECIPES
 
 
 @dataclass
@@ -101,7 +102,7 @@ class SSLConfig:
         _choice("optim.lr_scaling", o.lr_scaling, LR_SCALINGS)
         _choice("train.precision", str(t.precision), PRECISIONS)
         _choice("train.device", t.device, DEVICES)
-        _choice("views.recipe", v.recipe, _recipes())
+        _choice("views.recipe", v.recipe, VIEW_RECIPES)
         for key, value in (("model.proj_hidden_dim", m.proj_hidden_dim), ("model.proj_out_dim", m.proj_out_dim),
                            ("model.proj_layers", m.proj_layers), ("views.image_size", v.image_size),
                            ("train.max_steps", t.max_steps), ("train.log_every", t.log_every),
@@ -140,9 +141,3 @@ def warmup_steps(optim: OptimConfig, max_steps: int) -> int:
 def _choice(key: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
-
-
-def _recipes() -> tuple[str, ...]:
-    from histoclr.ssl.augment import RECIPES
-
-    return tuple(RECIPES)

@@ -48,3 +48,13 @@ def test_unknown_key_is_a_config_error():
 def test_warmup_fraction_overrides_steps():
     assert warmup_steps(OptimConfig(warmup_steps=10), 1000) == 10
     assert warmup_steps(OptimConfig(warmup_steps=10, warmup_fraction=0.05), 1000) == 50
+
+
+def test_config_names_match_the_stage_registries():
+    """config/ holds plain names and imports no stage; the stages' registries must match them."""
+    from histoclr.config import seg, ssl
+    from histoclr.ssl.augment import VIEW_RECIPES
+    from histoclr.ssl.model import ENCODER_ARCHS
+
+    assert ssl.VIEW_RECIPES == tuple(VIEW_RECIPES)
+    assert set(ssl.ARCHS) == set(ENCODER_ARCHS) and set(seg.ENCODERS) <= set(ENCODER_ARCHS)
