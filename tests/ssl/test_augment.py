@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
+import albumentations as A
 import numpy as np
 import pytest
 import torch
+from albumentations.augmentations.pixel import functional as album_pixel
 from PIL import Image
 
 from histoclr.ssl.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VIEW_RECIPES,
+    FastHEStain,
+    FastRandomRotate90,
     MultiViewTransform,
     augment_worker_init_fn,
     build_views,
+    he_stain_uint8,
     histology_views,
     natural_views,
     save_view_preview,
@@ -232,3 +239,89 @@ def test_histology_on_real_tile(shared_data):
     seed_views(t, 0)
     a, b = t(tile)
     assert a.shape == (3, 64, 64) and torch.isfinite(a).all() and not torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- fast ops
+def _test_images() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    noise = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    noise[0, :3] = [[0, 0, 0], [255, 255, 255], [0, 255, 0]]     # the extremes of the log lookup
+    glass = np.full((24, 24, 3), 245, np.uint8)                  # background only (luminosity >= 0.85)
+    return [he_like_image(), noise, glass]
+
+
+@pytest.mark.parametrize("preset", ["ruifrok", "standard", "high_contrast", "dark", "light"])
+@pytest.mark.parametrize("augment_background", [False, True])
+def test_he_stain_uint8_matches_albumentations(preset, augment_background):
+    rng = np.random.default_rng(0)
+    matrix = album_pixel.STAIN_MATRICES[preset]
+    for img in _test_images():
+        for _ in range(3):
+            scale, shift = rng.uniform(0.7, 1.3, 2), rng.uniform(-0.1, 0.1, 2)
+            want = album_pixel.apply_he_stain_augmentation(img, matrix, scale, shift, augment_background)
+            got = he_stain_uint8(img, matrix, scale, shift, augment_background)
+            assert got.dtype == np.uint8 and got.shape == img.shape
+            diff = np.abs(got.astype(int) - want)
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_fast_hestain_draws_like_hestain_and_falls_back_for_float():
+    img = he_like_image()
+    fast, ref = (cls(method="random_preset", intensity_shift_range=(-0.1, 0.1), p=1.0)
+                 for cls in (FastHEStain, A.HEStain))
+    for t in (fast, ref):
+        t.set_random_state(np.random.default_rng(3), random.Random(3))
+    for _ in range(5):   # the same preset, scales and shifts drawn: the same images within one level
+        diff = np.abs(fast(image=img)["image"].astype(int) - ref(image=img)["image"])
+        assert diff.max() <= 1
+    f32 = img.astype(np.float32) / 255
+    params = {"stain_matrix": album_pixel.STAIN_MATRICES["standard"], "scale_factors": np.array([1.2, 0.8]),
+              "shift_values": np.array([0.05, -0.05])}
+    np.testing.assert_array_equal(fast.apply(f32, **params), ref.apply(f32, **params))
+
+
+def test_fast_rot90_equals_numpy():
+    img = he_like_image(30, 44)
+    t = FastRandomRotate90(p=1.0)
+    for factor in range(4):
+        out = t.apply(img, factor=factor)
+        assert np.array_equal(out, np.rot90(img, factor)) and out.flags.c_contiguous
+
+
+def test_fast_ops_same_views_as_reference_for_the_same_seed(image):
+    fast, ref = histology_views(image_size=48), histology_views(image_size=48, fast_ops=False)
+    assert [type(t).__name__ for t in fast.transforms][3:5] == ["FastRandomRotate90", "FastHEStain"]
+    assert [type(t).__name__ for t in ref.transforms][3:5] == ["RandomRotate90", "HEStain"]
+    seed_views(fast, 9)
+    seed_views(ref, 9)
+    level = 1 / (255 * max(IMAGENET_STD))     # one grey level in normalised units
+    for _ in range(20):
+        a, b = fast(image=image)["image"], ref(image=image)["image"]
+        # same crop, flips, stain, jitter and blur draws; one-level differences can grow a little
+        # through the jitter (contrast uses the image mean) and the blur
+        assert (a - b).abs().max() <= 4 * level + 1e-6
+        assert (a - b).abs().mean() <= 0.05 * level
+
+
+def _view_stats(transform, image, seed: int, n: int) -> np.ndarray:
+    """Per view: RGB means and stds, then the haematoxylin / eosin / DAB means (skimage rgb2hed)."""
+    from skimage.color import rgb2hed
+
+    seed_views(transform, seed)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    rows = []
+    for _ in range(n):
+        rgb = (transform(image=image)["image"] * std + mean).clamp(0, 1)
+        hed = rgb2hed(rgb.permute(1, 2, 0).numpy())
+        rows.append(np.concatenate([rgb.mean((1, 2)).numpy(), rgb.std((1, 2)).numpy(), hed.mean((0, 1))]))
+    return np.array(rows)
+
+
+def test_fast_ops_same_distribution_as_reference_with_independent_seeds(image):
+    # different seeds: only the distributions can agree; compare the mean and spread over many views
+    n = 150
+    fast = _view_stats(histology_views(image_size=32), image, seed=1, n=n)
+    ref = _view_stats(histology_views(image_size=32, fast_ops=False), image, seed=2, n=n)
+    se = np.sqrt((fast.var(0) + ref.var(0)) / n)     # standard error of the difference of the means
+    assert np.all(np.abs(fast.mean(0) - ref.mean(0)) < 4 * se + 1e-6)
+    assert np.all(np.abs(np.log(fast.std(0) + 1e-9) - np.log(ref.std(0) + 1e-9)) < 0.35)
