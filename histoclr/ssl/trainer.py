@@ -12,9 +12,8 @@ and N/2 steps + resume + N/2 steps give bit-identical weights.
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
 import os
-import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +28,20 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.ssl import SSLConfig
-from histoclr.errors import HistoclrError, InputFileError
-from histoclr.io import atomic_save
+from histoclr.errors import HistoclrError, InputFileError, OutputFileError, TrainingDiverged
+from histoclr.io import ensure_output_dir, load_tagged, save_tagged
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
+from histoclr.tracking import NO_RUN, Run, git_commit, resolve_tracking_uri, run_exists, start_run
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "histoclr-ssl-checkpoint"
 CHECKPOINT_VERSION = 1
+
+# config keys that do not change what is trained (compared on resume: everything else)
+RESUME_IGNORED = ("tracking.", "out_dir", "diagnostics.", "snapshots.", "train.num_workers",
+                  "train.pin_memory", "train.persistent_workers", "train.prefetch_factor",
+                  "train.log_every", "train.checkpoint_every", "train.device")
 
 
 @dataclass
@@ -168,11 +175,12 @@ class SimCLRTrainer:
         dataset: item ``i`` is a list of ``n_views`` tensors ``(3, S, S)`` or ``(views, anything)``.
         extra_params: logged as MLflow params besides the flattened config.
         extra_tags: MLflow tags.
-        on_end: ``on_end(trainer, mlflow_module_or_None) -> dict | None``, called on rank 0 after
-            training inside the MLflow run; a returned dict is logged as metrics.
+        on_end: ``on_end(trainer, run) -> dict | None``, called on rank 0 after training inside
+            the MLflow run (a :class:`histoclr.tracking.Run`, a no-op one when tracking is off); a
+            returned dict is logged as metrics.
         preview_images: HWC uint8 images drawn through the view recipe into ``views_preview.png``.
         model: start from this model instead of a fresh ``SimCLRModel(cfg.model...)``.
-        on_step: ``on_step(trainer, mlflow_module_or_None)``, called on every rank after each
+        on_step: ``on_step(trainer, run)``, called on every rank after each
             optimizer step, before that step's checkpoint (e.g. backbone snapshots).
     """
 
@@ -198,10 +206,18 @@ class SimCLRTrainer:
         self.run_id: str | None = None
         self.last_logged: dict = {}
         self.dist: dist_utils.DistInfo | None = None
+        self.run: Run = NO_RUN
+        self.config_changes: list[str] = []         # accepted with allow_new_config
+        self._last_good: tuple[Path, int] | None = None   # the newest finite checkpoint on disk
 
     # ------------------------------------------------------------------ fit
-    def fit(self, resume: str | Path | None = None) -> TrainResult:
-        """Train to ``cfg.train.max_steps``; ``resume`` is a checkpoint path or ``"auto"``."""
+    def fit(self, resume: str | Path | None = None, allow_new_config: bool = False) -> TrainResult:
+        """Train to ``cfg.train.max_steps``; ``resume`` is a checkpoint path or ``"auto"``.
+
+        Resuming with a configuration that differs from the checkpoint's (learning rate, schedule,
+        steps, ...) raises InputFileError listing the changed keys, unless ``allow_new_config``:
+        then the new values apply from the checkpoint's step on and the change is logged.
+        """
         cfg, tc = self.cfg, self.cfg.train
         owns_group = not torch.distributed.is_initialized()
 
@@ -211,10 +227,10 @@ class SimCLRTrainer:
         try:
             if tc.precision == "fp16" and device.type != "cuda":
                 raise HistoclrError("train.precision=fp16 needs a CUDA GPU; use bf16 or 32 on CPU")
-            if tc.sync_batchnorm and dist.distributed and device.type != "cuda":
-                raise HistoclrError("train.sync_batchnorm needs CUDA (torch has no CPU SyncBatchNorm); "
-                                    "set train.sync_batchnorm=false for CPU runs")
-            ckpt = self._read_checkpoint(resume)
+            dist_utils.check_sync_batchnorm(tc.sync_batchnorm, dist)
+            ckpt = self._read_checkpoint(resume, allow_new_config)
+            if dist.is_main:
+                ensure_output_dir(self.out_dir)
 
             # ============ seeding ============
             _seed_everything(tc.seed)
@@ -237,21 +253,15 @@ class SimCLRTrainer:
             # ============ model ============
             model = self.model if self.model is not None else SimCLRModel(
                 cfg.model.arch, cfg.model.proj_hidden_dim, cfg.model.proj_out_dim, cfg.model.proj_layers)
-            if tc.sync_batchnorm and dist.distributed:
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            model = model.to(device)
             if tc.channels_last:
                 model = model.to(memory_format=torch.channels_last)
+            model, net = dist_utils.prepare_model(model, dist, tc.sync_batchnorm)
             self.model = model
-            net: torch.nn.Module = model
-            if dist.distributed:
-                net = torch.nn.parallel.DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None)
             if tc.compile:
                 net = torch.compile(net)
 
             # ============ optimizer & schedule ============
-            from histoclr.ssl.optim import build_optimizer, build_schedule
+            from histoclr.optim import build_optimizer, build_schedule
 
             self.optimizer = build_optimizer(model, cfg.optim, global_batch)
             self.scheduler = build_schedule(self.optimizer, cfg.optim, tc.max_steps)
@@ -273,9 +283,9 @@ class SimCLRTrainer:
                 self._restore(ckpt, sampler.batches_per_epoch)
 
             # ============ train ============
-            with self._tracking(ckpt) as mlflow_mod:
-                metrics = self._train(net, loader, sampler, global_batch, mlflow_mod)
-                result = self._finish(metrics, mlflow_mod)
+            with self._tracking(ckpt) as run:
+                metrics = self._train(net, loader, sampler, global_batch, run)
+                result = self._finish(metrics, run)
             return result
         finally:
             if owns_group:
@@ -297,7 +307,7 @@ class SimCLRTrainer:
             generator=torch.Generator().manual_seed(tc.seed))
 
     def train_one_epoch(self, net: torch.nn.Module, loader: DataLoader, global_batch: int,
-                        mlflow_mod: Any, pbar: Any) -> dict:
+                        run: Run, pbar: Any) -> dict:
         """Train over ``loader`` (or until ``max_steps``); returns the epoch's mean metrics.
 
         Each step: views ``[(B, 3, S, S)] * 2`` -> ``z (2B, D)`` -> NT-Xent -> update.
@@ -321,10 +331,7 @@ class SimCLRTrainer:
             z1, z2 = z.float().chunk(2)
             loss = self.criterion(z1, z2)
             loss_global = dist_utils.all_reduce_mean(loss.detach()).item()
-            if not math.isfinite(loss_global):
-                raise HistoclrError(
-                    f"training diverged at step {self.step + 1}: loss is {loss_global} "
-                    f"(lr {self.scheduler.get_last_lr()[0]:.3g}); lower optim.lr or use train.precision=32")
+            dist_utils.check_finite_loss(loss_global, self.step + 1, self.divergence_hint())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if tc.grad_clip > 0:
@@ -347,15 +354,14 @@ class SimCLRTrainer:
                 last = {"loss": loss_global, "top1": top1, "lr": lr,
                         "images_per_s": images_per_step * window_steps / max(elapsed, 1e-9)}
                 self.last_logged = dict(last)
-                if mlflow_mod is not None:
-                    mlflow_mod.log_metrics(last, step=self.step)
+                run.log_metrics(last, step=self.step)
                 window_t0, window_steps = time.perf_counter(), 0
             if pbar is not None:
                 pbar.update(1)
                 if last:
                     pbar.set_postfix(loss=f"{loss_global:.4f}", img_s=f"{last['images_per_s']:.1f}")
             if self.on_step is not None:
-                self.on_step(self, mlflow_mod)
+                self.on_step(self, run)
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.max_steps:
                 self.save_checkpoint()
             if self.step >= tc.max_steps:
@@ -365,7 +371,7 @@ class SimCLRTrainer:
                 "images_per_s": images_per_step * len(losses) / max(epoch_s, 1e-9), **(
                     {"top1": last["top1"]} if last else {})}
 
-    def _train(self, net, loader, sampler: EpochSampler, global_batch: int, mlflow_mod) -> dict:
+    def _train(self, net, loader, sampler: EpochSampler, global_batch: int, run: Run) -> dict:
         tc = self.cfg.train
         pbar = None
         if self.dist.is_main:
@@ -378,7 +384,7 @@ class SimCLRTrainer:
         try:
             while self.step < tc.max_steps:
                 sampler.set_epoch(self.epoch, self._batch_in_epoch)
-                epoch_metrics = self.train_one_epoch(net, loader, global_batch, mlflow_mod, pbar)
+                epoch_metrics = self.train_one_epoch(net, loader, global_batch, run, pbar)
                 if self._batch_in_epoch >= sampler.batches_per_epoch:
                     self.epoch, self._batch_in_epoch = self.epoch + 1, 0
         finally:
@@ -393,7 +399,7 @@ class SimCLRTrainer:
         out["epoch_loss"] = epoch_metrics.get("loss", float("nan"))
         return out
 
-    def _finish(self, metrics: dict, mlflow_mod) -> TrainResult:
+    def _finish(self, metrics: dict, run: Run) -> TrainResult:
         dist = self.dist
         if self._saved_step != self.step:
             self.save_checkpoint()
@@ -401,14 +407,12 @@ class SimCLRTrainer:
             meta = {"config": config_to_dict(self.cfg), "run_id": self.run_id, "step": self.step,
                     "git_commit": _git_commit()}
             save_backbone(self.backbone_path, self.model.encoder, self.cfg.model.arch, metadata=meta)
-            if mlflow_mod is not None:
-                mlflow_mod.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()}, step=self.step)
-                mlflow_mod.log_artifact(str(self.backbone_path))
-                mlflow_mod.log_artifact(str(self.checkpoint_path), artifact_path="checkpoints")
+            run.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()}, step=self.step)
+            run.log_artifact(self.backbone_path)
+            run.log_artifact(self.checkpoint_path, "checkpoints")
             if self.on_end is not None:
-                extra = self.on_end(self, mlflow_mod) or {}
-                if extra and mlflow_mod is not None:
-                    mlflow_mod.log_metrics({k: float(v) for k, v in extra.items()}, step=self.step)
+                extra = self.on_end(self, run) or {}
+                run.log_metrics({k: float(v) for k, v in extra.items()}, step=self.step)
                 metrics.update(extra)
         dist_utils.barrier()
         metrics = dist_utils.broadcast_object(metrics)
@@ -416,16 +420,35 @@ class SimCLRTrainer:
         return TrainResult(metrics, self.backbone_path, self.checkpoint_path, run_id, self.model)
 
     # ------------------------------------------------------------------ checkpoints
+    def divergence_hint(self, lr: float | None = None) -> str:
+        """What to do after a divergence: the last finite checkpoint and how to restart from it."""
+        lr = self.scheduler.get_last_lr()[0] if lr is None else lr
+        fix = "lower optim.lr" + (" or use train.precision=32" if str(self.cfg.train.precision) != "32" else "")
+        if self._last_good is None:
+            return f"lr {lr:.3g}; no checkpoint was written: {fix} and start again"
+        path, step = self._last_good
+        return (f"lr {lr:.3g}; the last finite checkpoint is {path} (step {step}): {fix} and restart "
+                f"from it with --resume {path} --resume-with-new-config")
+
     def save_checkpoint(self) -> Path:
-        """Write ``<out_dir>/checkpoints/last.pt`` (rank 0; every rank takes part in gathering)."""
+        """Write ``<out_dir>/checkpoints/last.pt`` (rank 0; every rank takes part in gathering).
+
+        Only finite state is written: non-finite parameters, buffers (BatchNorm running
+        statistics) or optimizer state raise TrainingDiverged and keep the previous checkpoint.
+        """
         epoch, start_batch = self.epoch, self._batch_in_epoch
+        bad = dist_utils.nonfinite_tensors(self.model, self.optimizer)
+        if dist_utils.any_rank(bool(bad), self.dist.device):
+            what = f"{len(bad)} tensor(s), e.g. {', '.join(bad[:3])}" if bad else "another process's state"
+            raise TrainingDiverged(f"training diverged by step {self.step}: non-finite values in "
+                                   f"{what}; not saved as a checkpoint; {self.divergence_hint()}", self.step)
         rng = [_rng_state()]
         if self.dist.distributed:
             rng = [None] * self.dist.world_size
             torch.distributed.all_gather_object(rng, _rng_state())
+        error = None
         if self.dist.is_main:
             state = {
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "epoch": epoch,
@@ -434,12 +457,22 @@ class SimCLRTrainer:
                 "rng": rng, "config": config_to_dict(self.cfg), "git_commit": _git_commit(),
                 "run_id": self.run_id,
             }
-            atomic_save(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+            try:
+                save_tagged(self.checkpoint_path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, state)
+            except OutputFileError as e:
+                kept = (f"; {self._last_good[0]} (step {self._last_good[1]}) is kept: free some space "
+                        f"and resume from it with --resume {self._last_good[0]}" if self._last_good
+                        else "; free some space and run again")
+                error = f"cannot write the checkpoint of step {self.step} ({e.cause or e.reason}){kept}"
+        error = dist_utils.broadcast_object(error)
+        if error is not None:
+            raise OutputFileError(self.checkpoint_path, error)
         self._saved_step = self.step
+        self._last_good = (self.checkpoint_path, self.step)
         dist_utils.barrier()
         return self.checkpoint_path
 
-    def _read_checkpoint(self, resume: str | Path | None) -> dict | None:
+    def _read_checkpoint(self, resume: str | Path | None, allow_new_config: bool = False) -> dict | None:
         if resume is None:
             return None
         if str(resume) == "auto":
@@ -453,6 +486,17 @@ class SimCLRTrainer:
             raise InputFileError(path, f"written with {saved['world_size']} process(es) x batch "
                                        f"{saved['batch_size']}; this run has {self.dist.world_size} x "
                                        f"{self.cfg.train.batch_size} (exact resume needs the same data order)")
+        bad = dist_utils.nonfinite_tensors(ckpt["model"], ckpt["optimizer"])
+        if bad:
+            raise InputFileError(path, f"holds non-finite values ({len(bad)} tensor(s), e.g. "
+                                       f"{', '.join(bad[:3])}): the run had diverged when it was written; "
+                                       "resume from an earlier checkpoint or start again with a lower optim.lr")
+        changes = config_changes(ckpt.get("config", {}), config_to_dict(self.cfg))
+        if changes and not allow_new_config:
+            raise InputFileError(path, f"written with another configuration ({'; '.join(changes)}); "
+                                       "resume with the checkpoint's settings, or pass "
+                                       "--resume-with-new-config to continue with the new ones")
+        self.config_changes = changes
         self._resume_path = path
         return ckpt
 
@@ -462,10 +506,24 @@ class SimCLRTrainer:
             load_state_dict_strict(self.model, ckpt["model"], source=str(path))
         except ValueError as e:
             raise InputFileError(path, str(e)) from None
+        new_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        if self.config_changes:
+            # the new hyper-parameters and schedule apply from this step on (optimizer state kept)
+            for group, new in zip(self.optimizer.param_groups, new_groups):
+                group.update(new)
+            sched = self.scheduler
+            sched.last_epoch = self.step
+            lrs = [base * lam(self.step) for base, lam in zip(sched.base_lrs, sched.lr_lambdas)]
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            sched._last_lr = lrs
+            log.warning("resuming %s at step %d with a changed configuration: %s", path, self.step,
+                        "; ".join(self.config_changes))
+        else:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         start_batch = int(ckpt["sampler"]["batch_in_epoch"])
         if start_batch >= batches_per_epoch:
             self.epoch, start_batch = self.epoch + 1, 0
@@ -473,44 +531,37 @@ class SimCLRTrainer:
         _set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         self.run_id = ckpt.get("run_id")
         self._batch_in_epoch = start_batch
+        self._last_good = (path, self.step)
         if path.resolve() == self.checkpoint_path.resolve():
             self._saved_step = self.step
 
     # ------------------------------------------------------------------ tracking
     @contextlib.contextmanager
     def _tracking(self, ckpt: dict | None):
-        """Rank 0 with tracking enabled: an MLflow run (the checkpoint's run when it still exists)."""
+        """The MLflow run on rank 0 with tracking enabled (the checkpoint's run when it still
+        exists), a no-op :class:`Run` otherwise; writes ``config.yaml``."""
         tr = self.cfg.tracking
-        if not (self.dist.is_main and tr.enabled):
-            yield None
-            return
-        import mlflow
-
-        from histoclr.tracking import mlflow_run, resolve_tracking_uri
-
-        run_id = self.run_id if ckpt is not None else None
-        if run_id is not None:
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-
-            try:
-                MlflowClient(resolve_tracking_uri(tr.tracking_uri)).get_run(run_id)
-            except MlflowException:
-                run_id = None   # the checkpoint's run is not in this store: start a new one
+        enabled = self.dist.is_main and tr.enabled
+        uri = resolve_tracking_uri(tr.tracking_uri)
+        run_id = self.run_id if ckpt is not None and enabled and run_exists(self.run_id, uri) else None
         params = flatten(config_to_dict(self.cfg))
         params.update(self.extra_params)
         params.update({"global_batch": self.cfg.train.batch_size * self.dist.world_size,
                        "world_size": self.dist.world_size})
         tags = {"stage": "pretrain", **self.extra_tags}
-        with mlflow_run(tr.experiment, tr.run_name, tr.tracking_uri, params=params, tags=tags,
-                        run_id=run_id) as run:
-            self.run_id = run.info.run_id
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out_dir / "config.yaml")
-            mlflow.log_artifact(str(self.out_dir / "config.yaml"))
-            if self.preview_images and ckpt is None:
-                mlflow.log_artifact(str(self.save_preview()))
-            yield mlflow
+        with start_run(tr.experiment, tr.run_name, tracking_uri=uri, params=params, tags=tags,
+                       run_id=run_id, enabled=enabled) as run:
+            self.run = run
+            self.run_id = run.run_id if enabled else None
+            if self.dist.is_main:
+                save_config(self.cfg, self.out_dir / "config.yaml")
+                run.log_artifact(self.out_dir / "config.yaml")
+            if self.config_changes:
+                run.set_tags({f"resumed_with_new_config.step{self.step}": "; ".join(self.config_changes)})
+                run.log_artifact(self.out_dir / "config.yaml", f"config_from_step{self.step}")
+            if self.preview_images and ckpt is None and enabled:
+                run.log_artifact(self.save_preview())
+            yield run
 
     def save_preview(self) -> Path:
         """``<out_dir>/views_preview.png``: ``preview_images`` through the configured view recipe."""
@@ -523,23 +574,24 @@ class SimCLRTrainer:
         return path
 
 
+def config_changes(saved: dict, current: dict, ignored=RESUME_IGNORED) -> list[str]:
+    """``["optim.lr 0.001 -> 0.1", ...]``: keys of both configs whose values differ (sorted),
+    except ``ignored`` prefixes (logging, workers, where files go)."""
+    old, new = flatten(saved), flatten(current)
+    out = []
+    for key in sorted(set(old) & set(new)):
+        if any(key == p or key.startswith(p) for p in ignored):
+            continue
+        if old[key] != new[key]:
+            out.append(f"{key} {old[key]!r} -> {new[key]!r}")
+    return out
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a trainer checkpoint (``weights_only``); InputFileError when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise InputFileError(path, f"cannot read checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputFileError(path, "not a histoclr SimCLR checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise InputFileError(path, f"checkpoint version {ckpt.get('version')} is not supported")
-    return ckpt
+    """Read a trainer checkpoint; InputFileError naming the file when it is not one."""
+    return load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "SimCLR checkpoint",
+                       "give <out_dir>/checkpoints/last.pt written by `histoclr pretrain`, or --resume auto")
 
 
 def _git_commit() -> str:
-    from histoclr.tracking import git_commit
-
     return git_commit() or "unknown"
