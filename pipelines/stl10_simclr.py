@@ -96,10 +96,7 @@ def arm_encoder(arm: str, cfg: STL10Config, backbone_path: Path | None, imagenet
 
 def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
     """The whole recipe; returns ``{"parent_run_id", "results", "skipped", "chart"}``."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from histoclr.io import atomic_write_json
+    from histoclr.io import atomic_write_json, check_output_dir
     from histoclr.ssl.linear_eval import (
         encoder_fingerprint,
         extract_features,
@@ -109,10 +106,11 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
     )
     from histoclr.ssl.model import load_backbone
     from histoclr.stl10 import STL10Labeled, load_stl10
-    from histoclr.tracking import git_commit, mlflow_run, resolve_tracking_uri
+    from histoclr.tracking import check_tracking_uri, start_run
 
     e, out = cfg.eval, Path(cfg.out_dir)
-    uri = resolve_tracking_uri(cfg.tracking_uri)
+    uri = check_tracking_uri(cfg.tracking_uri)      # cheap checks first: nothing is written if they fail
+    check_output_dir(out)
     device = _device(e.device)
     p = cfg.pretrain  # one experiment and one output folder for everything
     p.out_dir = str(out / "pretrain")
@@ -141,16 +139,10 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
             raise InputFileError(cfg.pretrain.backbone, f"a {arch} backbone, but the arms compare "
                                  f"{p.model.arch}; set pretrain.model.arch={arch}")
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.experiment)
-    parent = client.create_run(exp_id, run_name=cfg.run_name, tags={
-        "histoclr.kind": "stl10-summary", "git_commit": git_commit() or "unknown"})
-    pid = parent.info.run_id
-    client.log_batch(pid, params=[mlflow.entities.Param(k, str(v)[:6000])
-                                  for k, v in flatten(config_to_dict(cfg)).items()])
-    echo(f"STL-10 recipe: summary run {pid} in experiment {cfg.experiment!r} ({uri})")
-    try:
+    with start_run(cfg.experiment, cfg.run_name, tracking_uri=uri, params=flatten(config_to_dict(cfg)),
+                   tags={"histoclr.kind": "stl10-summary"}) as parent:
+        pid = parent.run_id
+        echo(f"STL-10 recipe: summary run {pid} in experiment {cfg.experiment!r} ({uri})")
         backbone_path, pretrain_run = None, None
         if "simclr" in e.arms:
             if cfg.pretrain.backbone:
@@ -166,17 +158,17 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
                       "weight_decay": e.weight_decay, "max_iter": e.max_iter, "eval_seed": e.seed,
                       "pretrain_run_id": pretrain_run or "none"}
             if arm == "imagenet" and imagenet[2] is not None:
-                with mlflow_run(cfg.experiment, f"{cfg.run_name}/{arm}", uri, parent_run_id=pid,
-                                params={**params, "backbone_source": "none"},
-                                tags={"histoclr.kind": "stl10-arm", "skipped": "true", "skip_reason": imagenet[2]}):
+                with start_run(cfg.experiment, f"{cfg.run_name}/{arm}", tracking_uri=uri, parent_run_id=pid,
+                               params={**params, "backbone_source": "none"},
+                               tags={"histoclr.kind": "stl10-arm", "skipped": "true", "skip_reason": imagenet[2]}):
                     pass
                 skipped[arm] = imagenet[2]
                 echo(f"[{arm}] skipped: {imagenet[2]}")
                 continue
             encoder, source = arm_encoder(arm, cfg, backbone_path, imagenet)
             params["backbone_source"] = source
-            with mlflow_run(cfg.experiment, f"{cfg.run_name}/{arm}", uri, parent_run_id=pid, params=params,
-                            tags={"histoclr.kind": "stl10-arm", "skipped": "false"}):
+            with start_run(cfg.experiment, f"{cfg.run_name}/{arm}", tracking_uri=uri, parent_run_id=pid,
+                           params=params, tags={"histoclr.kind": "stl10-arm", "skipped": "false"}) as arm_run:
                 fp = encoder_fingerprint(encoder)
                 feats, cached, t0 = {}, {}, time.perf_counter()
                 for split, ds in splits.items():
@@ -190,9 +182,9 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
                 feature_s = time.perf_counter() - t0
                 accs = linear_eval_budgets(*feats["train"], *feats["test"], e.budgets, seed=e.seed,
                                            weight_decay=e.weight_decay, max_iter=e.max_iter)
-                mlflow.log_metrics({f"test_acc_{b}": a for b, a in accs.items()})
-                mlflow.log_metric("feature_time_s", feature_s)
-                mlflow.set_tags({"encoder_sha256": fp, "features_cached": str(all(cached.values())).lower()})
+                arm_run.log_metrics({f"test_acc_{b}": a for b, a in accs.items()})
+                arm_run.log_metric("feature_time_s", feature_s)
+                arm_run.set_tags({"encoder_sha256": fp, "features_cached": str(all(cached.values())).lower()})
             results[arm] = accs
             echo(f"[{arm}] " + "  ".join(f"{b}/class: {100 * a:.1f}%" for b, a in accs.items()))
         chart = plot_budget_bars(results, out / "linear_eval.png", skipped=skipped, chance=1 / len(classes),
@@ -200,17 +192,8 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
         summary = out / "linear_eval.json"
         atomic_write_json(summary, {"results": results, "skipped": skipped, "summary_run_id": pid})
         for path in (chart, summary):
-            client.log_artifact(pid, str(path))
-        for arm, accs in results.items():
-            for b, a in accs.items():
-                client.log_metric(pid, f"{arm}_test_acc_{b}", a)
-    except KeyboardInterrupt:
-        client.set_terminated(pid, status="KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(pid, status="FAILED")
-        raise
-    client.set_terminated(pid, status="FINISHED")
+            parent.log_artifact(path)
+        parent.log_metrics({f"{arm}_test_acc_{b}": a for arm, accs in results.items() for b, a in accs.items()})
     echo(f"chart: {chart}")
     return {"parent_run_id": pid, "results": results, "skipped": skipped, "chart": chart}
 

@@ -89,13 +89,11 @@ class Backbone:
 def save_backbone(path: str | Path, encoder: nn.Module, arch: str,
                   metadata: Mapping[str, Any] | None = None) -> Path:
     """Write the encoder's state dict (torchvision keys, on CPU) and metadata atomically."""
-    from histoclr.io import atomic_save
+    from histoclr.io import save_tagged
 
     state = {k: v.detach().cpu().clone() for k, v in _unwrap(encoder).state_dict().items()}
-    payload = {"format": BACKBONE_FORMAT, "version": BACKBONE_VERSION, "arch": arch,
-               "state_dict": state, "metadata": dict(metadata or {})}
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
-    return Path(path)
+    return save_tagged(path, BACKBONE_FORMAT, BACKBONE_VERSION,
+                       {"arch": arch, "state_dict": state, "metadata": dict(metadata or {})})
 
 
 def load_backbone(path: str | Path) -> Backbone:
@@ -104,18 +102,20 @@ def load_backbone(path: str | Path) -> Backbone:
     Raises:
         histoclr.errors.InputFileError: missing file or not a histoclr backbone file.
     """
-    from histoclr.io import load_tagged_torch_file
+    from histoclr.io import load_tagged
 
-    payload = load_tagged_torch_file(path, BACKBONE_FORMAT, BACKBONE_VERSION, "backbone file",
-                                     "write one with `histoclr pretrain`")
+    payload = load_tagged(path, BACKBONE_FORMAT, BACKBONE_VERSION, "backbone file",
+                          "write one with `histoclr pretrain` (its <out_dir>/backbone.pt)")
     return Backbone(payload["arch"], payload["state_dict"], payload.get("metadata", {}))
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                            source: str = "state dict") -> None:
-    """Load ``state_dict`` into ``module`` or raise ``ValueError`` listing every problem key.
+    """Load ``state_dict`` into ``module`` or raise ``ValueError`` naming the problem keys.
 
-    Missing, unexpected and mis-shaped keys are all reported (never a silent ``strict=False``).
+    Missing, unexpected and mis-shaped keys are all reported (never a silent ``strict=False``):
+    each kind with its count and its first 10 keys; the full lists are the error's ``missing``,
+    ``unexpected`` and ``mismatched`` attributes.
     """
     own = module.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -123,17 +123,20 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     mismatched = sorted(k for k in set(own) & set(state_dict)
                         if tuple(own[k].shape) != tuple(state_dict[k].shape))
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected)}")
-        if mismatched:
-            parts.append("mis-shaped keys: " + ", ".join(
-                f"{k} (file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})"
-                for k in mismatched))
-        raise ValueError(f"{source} does not match the {type(module).__name__}: " + "; ".join(parts))
+        shaped = [f"{k} (file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})" for k in mismatched]
+        parts = [_key_summary(n, keys) for n, keys in (("missing", missing), ("unexpected", unexpected),
+                                                          ("mis-shaped", shaped)) if keys]
+        err = ValueError(f"{source} does not match the {type(module).__name__}: " + "; ".join(parts))
+        err.missing, err.unexpected, err.mismatched = missing, unexpected, mismatched
+        raise err
     module.load_state_dict(state_dict, strict=True)
+
+
+def _key_summary(kind: str, keys: list[str], shown: int = 10) -> str:
+    """``"3 missing keys: a, b, c"`` or ``"240 missing keys (first 10: a, ..., j, ...)"``."""
+    if len(keys) <= shown:
+        return f"{len(keys)} {kind} key{'s' if len(keys) > 1 else ''}: {', '.join(keys)}"
+    return f"{len(keys)} {kind} keys (first {shown}: {', '.join(keys[:shown])}, ...)"
 
 
 def imagenet_state_dict(arch: str, weights_path: str | Path | None = None) -> dict[str, torch.Tensor]:
