@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from histoclr.docs_sections import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 IMPLS = ("histoclr", "broadcast")
 
@@ -182,8 +184,6 @@ def main(argv: list[str] | None = None) -> None:
         "from the same run.\n")
     print(body)
     if not args.no_write:
-        from benchmarks._report import write_section
-
         extra = " ".join(sys.argv[1:] if argv is None else argv)
         cmd = ".venv/bin/python -m benchmarks.bench_loss" + (f" {extra}" if extra else "")
         print(write_section("NT-Xent loss", body, cmd))

@@ -17,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from histoclr.docs_sections import write_section
 
-from benchmarks._report import write_section
+REPO = Path(__file__).resolve().parents[1]
 
 CACHE = Path("/tmp/histoclr-bench")
 SLIDE_MPP = 0.25

@@ -26,9 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._report import write_section
+from histoclr.docs_sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HISTOCLR_SHARED_DATA", REPO.parent / "shared" / "data"))

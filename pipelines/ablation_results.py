@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
+from histoclr.ablation.report import build_report
+from histoclr.docs_sections import RESULTS, write_section
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
 
 
@@ -45,8 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/results.md")
     args = ap.parse_args(argv)
 
-    from histoclr.ablation.report import build_report
-
     rep = build_report(args.out, experiment=args.experiment, tracking_uri=args.tracking_uri)
     runs = rep.runs
     diffs = paired_differences(runs)
@@ -61,8 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"SimCLR ahead of random (mean over seeds) in {wins} of {len(diffs)} freeze x budget cells")
     if args.no_doc:
         return
-
-    from benchmarks._report import RESULTS, write_section
 
     img = REPO / "docs" / "img" / "ablation_cpu"
     img.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from histoclr.config import load_config
 from histoclr.config.pipeline import PipelineConfig
+from histoclr.docs_sections import RESULTS, write_section
 from histoclr.errors import HistoclrError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,9 +92,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_doc(cfg: PipelineConfig, ns, times: dict[str, float], out: Path) -> None:
     """The "whole pipeline in one command" section of docs/results.md (stage times + report table)."""
-    sys.path.insert(0, str(REPO))
-    from benchmarks._report import RESULTS, write_section
-
     rows = ["| stage | wall time (min) |", "|---|---:|"]
     rows += [f"| {k} | {v / 60:.1f} |" for k, v in times.items()]
     rows.append(f"| **total** | **{sum(times.values()) / 60:.1f}** |")

@@ -13,29 +13,20 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from histoclr.config import load_config
+from histoclr.config.seg import FinetuneConfig
+from histoclr.docs_sections import RESULTS, write_section
+from histoclr.seg.baseline import baseline_scores
+from histoclr.seg.dataset import load_pair
+from histoclr.seg.model import load_seg_checkpoint
+from histoclr.seg.train import evaluate, run_finetune, select_pairs
+
 SECTION = "Nucleus segmentation quality target (CPU)"
 DEFAULT_BACKBONE = "runs/pretrain_cpu/backbone.pt"
 METRICS = ("dice", "iou", "pixel_acc", "aji")
-
-
-def baseline_scores(pairs, mpp: float | None) -> list[dict]:
-    """Per-image metrics of ``hed_otsu_segment`` at ``mpp`` (``None``: native resolution)."""
-    from histoclr.seg.baseline import hed_otsu_segment
-    from histoclr.seg.dataset import load_pair
-    from histoclr.seg.metrics import segmentation_metrics
-
-    out = []
-    for pair in pairs:
-        lp = load_pair(pair, mpp)
-        # min_size is 30 px at the native 0.25 um/px (about 1.9 um^2): scale it with the pixel area
-        min_size = max(1, round(30 * lp.scale ** 2))
-        out.append(segmentation_metrics(hed_otsu_segment(lp.image, min_size=min_size), lp.mask, lp.instances))
-    return out
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -55,11 +46,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("overrides", nargs="*", help="FinetuneConfig key=value overrides")
     args = ap.parse_args(argv)
 
-    from histoclr.config import load_config
-    from histoclr.config.seg import FinetuneConfig
-    from histoclr.seg.model import load_seg_checkpoint
-    from histoclr.seg.train import evaluate, run_finetune, select_pairs
-
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     if args.init == "auto":
         cfg.init = f"simclr:{DEFAULT_BACKBONE}" if Path(DEFAULT_BACKBONE).is_file() else "random"
@@ -78,8 +64,6 @@ def main(argv: list[str] | None = None) -> dict:
     result = run_finetune(cfg)
 
     # re-score the saved best.pt per image (the file `histoclr predict` would use)
-    from histoclr.seg.dataset import load_pair
-
     ckpt = load_seg_checkpoint(result["checkpoint"])
     loaded = [load_pair(p, cfg.data.mpp) for p in val_pairs]
     _, _, per_image = evaluate(ckpt.model, loaded, ckpt.window, cfg.train.val_overlap,
@@ -125,9 +109,6 @@ def main(argv: list[str] | None = None) -> dict:
     body = "\n".join(lines)
     print("\n" + body)
     if not args.no_doc:
-        sys.path.insert(0, str(REPO))
-        from benchmarks._report import RESULTS, write_section
-
         command = "python pipelines/seg_quality_target.py " + shlex.join(
             [f"--config={args.config}", f"--init={args.init}", *args.overrides])
         write_section(SECTION, body, command, doc=RESULTS)

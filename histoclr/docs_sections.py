@@ -1,11 +1,19 @@
-"""Write a benchmark's table into its own section of docs/benchmarks.md (other sections kept)."""
+"""Write a named section of docs/benchmarks.md or docs/results.md, keeping the other sections.
+
+Each benchmark (``benchmarks/``) and each recipe that reports a real run (``pipelines/``) owns one
+section, delimited by ``<!-- BEGIN name -->`` / ``<!-- END name -->``, with the exact command, the
+machine and the date; re-running the command replaces its section only.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from datetime import date
 from pathlib import Path
+
+from histoclr.io import atomic_write_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 RESULTS = DOC.parent / "results.md"
@@ -14,8 +22,7 @@ HEADER = "# Benchmarks\n\nEach section is written by the script it names; re-run
 
 
 def machine_description() -> str:
-    import os
-
+    """One line: CPU cores and model, memory, OS and Python version."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -36,13 +43,11 @@ def machine_description() -> str:
 def write_section(name: str, body: str, command: str, machine: str | None = None,
                   doc: Path = DOC) -> Path:
     """Replace (or append) the section ``name`` of ``doc`` (docs/benchmarks.md by default)."""
-    from histoclr.io import atomic_write_text
-
     text = doc.read_text() if doc.exists() else (HEADER if doc == DOC else RESULTS_HEADER)
     section = (f"<!-- BEGIN {name} -->\n## {name}\n\n"
                f"Command: `{command}`  \nMachine: {machine or machine_description()}  \n"
                f"Date: {date.today().isoformat()}\n\n{body.rstrip()}\n<!-- END {name} -->\n")
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n?", re.S)
+    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n?", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:
