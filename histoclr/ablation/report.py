@@ -8,7 +8,11 @@ from pathlib import Path
 from histoclr.errors import HistoclrError
 
 GROUP = ["init", "freeze", "label_fraction"]
-METRICS = ["best_val_dice", "val_iou", "val_aji", "train_time_s"]
+METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
+BASELINE_KEY = {"val_aji": "aji", "val_pq": "pq", "best_val_dice": "dice", "val_f1": "f1", "val_iou": "iou"}
+LABELS = {"val_aji": "validation AJI", "val_pq": "validation PQ", "best_val_dice": "validation Dice",
+          "val_f1": "validation detection F1", "val_iou": "validation IoU"}
+PLOTTED = ("val_aji", "val_pq", "best_val_dice")      # a budget curve and a bar chart each
 
 
 @dataclass
@@ -74,9 +78,10 @@ def summarize(runs):
 
 
 def to_markdown(summary, baseline: dict[str, float]) -> str:
-    """A Markdown table (mean ± std) of the summary, plus the classical reference."""
-    lines = ["| init | freeze | labels | seeds | val Dice | val IoU | val AJI | train time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """A Markdown table (mean ± std) of the summary, plus the classical references (``baseline``:
+    ``{aji, pq, ...}`` of Otsu's components and ``{ws_aji, ws_pq, ...}`` with the watershed split)."""
+    lines = ["| init | freeze | labels | seeds | val AJI | val PQ | val Dice | val F1 | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def pm(row, m, fmt="{:.3f}"):
         mean, std = row[f"{m}_mean"], row[f"{m}_std"]
@@ -84,11 +89,13 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
 
     for _, r in summary.iterrows():
         lines.append(f"| {_display_init(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
-                     f"{pm(r, 'best_val_dice')} | {pm(r, 'val_iou')} | {pm(r, 'val_aji')} | "
+                     f"{pm(r, 'val_aji')} | {pm(r, 'val_pq')} | {pm(r, 'best_val_dice')} | {pm(r, 'val_f1')} | "
                      f"{pm(r, 'train_time_s', '{:.0f}')} |")
-    if baseline:
-        lines.append(f"| classical (H-Otsu) | - | - | - | {baseline.get('dice', float('nan')):.3f} | "
-                     f"{baseline.get('iou', float('nan')):.3f} | {baseline.get('aji', float('nan')):.3f} | - |")
+    nan = float("nan")
+    for name, prefix in (("classical H-Otsu (components)", ""), ("classical H-Otsu + watershed", "ws_")):
+        if f"{prefix}aji" in baseline:
+            lines.append(f"| {name} | - | - | - | " + " | ".join(
+                f"{baseline.get(prefix + k, nan):.3f}" for k in ("aji", "pq", "dice", "f1")) + " | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,8 +107,16 @@ def _short_init(init: str) -> str:
     return "simclr" if init.startswith("simclr:") else init
 
 
+def _baseline_lines(ax, baseline: dict[str, float], metric: str) -> None:
+    key = BASELINE_KEY.get(metric)
+    if key and key in baseline:
+        ax.axhline(baseline[key], color="grey", ls="--", label="classical H-Otsu")
+    if key and f"ws_{key}" in baseline:
+        ax.axhline(baseline[f"ws_{key}"], color="black", ls=":", label="classical H-Otsu + watershed")
+
+
 def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: str = "best_val_dice") -> Path:
-    """Validation Dice against label budget, one line per init/freeze, classical reference dashed."""
+    """``metric`` against label budget, one line per init/freeze, classical references dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,10 +131,9 @@ def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: 
         shift = (k - (len(groups) - 1) / 2) * 0.8      # a little apart, so the error bars stay readable
         ax.errorbar(df["label_fraction"] * 100 + shift, df[f"{metric}_mean"], yerr=df[f"{metric}_std"].fillna(0),
                     marker="o", capsize=3, label=f"{_short_init(init)} / freeze {freeze}")
-    if "dice" in baseline and metric == "best_val_dice":
-        ax.axhline(baseline["dice"], color="grey", ls="--", label="classical H-Otsu")
+    _baseline_lines(ax, baseline, metric)
     ax.set_xlabel("labelled training images (%)")
-    ax.set_ylabel("validation Dice" if metric == "best_val_dice" else metric)
+    ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title("Nucleus segmentation vs label budget (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -151,11 +165,10 @@ def plot_bars(summary, baseline: dict[str, float], path: Path, metric: str = "be
         stds = [sel[f"{metric}_std"].get(b, np.nan) for b in budgets]
         ax.bar(x + (k - (len(arms) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds), capsize=2,
                label=f"{_short_init(init)} / {freeze}")
-    if "dice" in baseline and metric == "best_val_dice":
-        ax.axhline(baseline["dice"], color="grey", ls="--", label="classical H-Otsu")
+    _baseline_lines(ax, baseline, metric)
     ax.set_xticks(x, [f"{b:.0%}" for b in budgets])
     ax.set_xlabel("label budget")
-    ax.set_ylabel("validation Dice")
+    ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Ablation: init x freeze x label budget")
@@ -168,7 +181,8 @@ def plot_bars(summary, baseline: dict[str, float], path: Path, metric: str = "be
 
 def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_id: str | None = None,
                  tracking_uri: str | None = None, log_to_parent: bool = True) -> Report:
-    """Write ``summary.csv``, ``summary.md``, ``dice_vs_budget.png``, ``dice_bars.png`` to ``out_dir``."""
+    """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and, for AJI, PQ and Dice,
+    ``<metric>_vs_budget.png`` and ``<metric>_bars.png`` (``aji_``, ``pq_``, ``dice_``) to ``out_dir``."""
     from mlflow.tracking import MlflowClient
 
     from histoclr.io import atomic_write_text
@@ -187,8 +201,10 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
     atomic_write_text(files[0], runs.to_csv(index=False))
     atomic_write_text(files[1], summary.to_csv(index=False))
     atomic_write_text(files[2], to_markdown(summary, baseline))
-    files.append(plot_budget_curves(summary, baseline, out / "dice_vs_budget.png"))
-    files.append(plot_bars(summary, baseline, out / "dice_bars.png"))
+    for metric in PLOTTED:
+        short = BASELINE_KEY[metric]
+        files.append(plot_budget_curves(summary, baseline, out / f"{short}_vs_budget.png", metric))
+        files.append(plot_bars(summary, baseline, out / f"{short}_bars.png", metric))
     if log_to_parent:
         for f in files:
             client.log_artifact(parent, str(f), artifact_path="report")

@@ -19,11 +19,24 @@ from typing import Any, Callable, Sequence
 
 from histoclr.config.ablation import AblationConfig
 from histoclr.errors import HistoclrError
+from histoclr.io import ensure_output_dir
+from histoclr.manifests.pairs import read_pairs_manifest
+from histoclr.seg.baseline import classical_references
+from histoclr.tracking import (
+    Run,
+    check_tracking_uri,
+    download_artifact,
+    find_artifact,
+    find_runs,
+    open_run,
+    record_run,
+    run_exists,
+)
 
 SWEEP_TAG = "histoclr.sweep_key"
 CELL_TAG = "histoclr.cell_key"
-PARAM_NAMES = ("init", "freeze", "label_fraction", "num_labeled", "seed", "encoder", "pretrain_run_id")
-METRIC_NAMES = ("best_val_dice", "val_iou", "val_aji", "train_time_s")
+PARAM_NAMES = ("init", "freeze", "label_fraction", "num_labeled", "seed", "encoder", "target", "pretrain_run_id")
+METRIC_NAMES = ("val_aji", "val_pq", "val_dq", "val_sq", "val_f1", "best_val_dice", "val_iou", "train_time_s")
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,7 @@ def cell_key(fcfg) -> str:
     return _hash(d)
 
 
-def resolve_init(init: str, client, cache_dir: Path) -> tuple[str, str]:
+def resolve_init(init: str, tracking_uri: str, cache_dir: Path) -> tuple[str, str]:
     """``simclr:<file or run id>`` -> (``simclr:<local file>``, pretraining run id)."""
     if not init.startswith("simclr:"):
         return init, "none"
@@ -105,28 +118,13 @@ def resolve_init(init: str, client, cache_dir: Path) -> tuple[str, str]:
         from histoclr.ssl.model import load_backbone
 
         return f"simclr:{path.resolve()}", str(load_backbone(path).metadata.get("run_id") or "none")
-    try:
-        run = client.get_run(ref)
-    except Exception:
-        raise HistoclrError(f"{init}: neither a backbone file nor an MLflow run id in this tracking store") from None
-    found = _find_artifact(client, run.info.run_id, "backbone.pt")
+    if not run_exists(ref, tracking_uri):
+        raise HistoclrError(f"{init}: neither a backbone file nor an MLflow run id in this tracking store")
+    found = find_artifact(ref, "backbone.pt", tracking_uri)
     if found is None:
         raise HistoclrError(f"{init}: pretraining run {ref} has no backbone.pt artifact")
-    dst = cache_dir / ref
-    dst.mkdir(parents=True, exist_ok=True)
-    local = client.download_artifacts(run.info.run_id, found, str(dst))
-    return f"simclr:{Path(local).resolve()}", ref
-
-
-def _find_artifact(client, run_id: str, name: str, path: str | None = None) -> str | None:
-    for info in client.list_artifacts(run_id, path):
-        if info.is_dir:
-            hit = _find_artifact(client, run_id, name, info.path)
-            if hit:
-                return hit
-        elif Path(info.path).name == name:
-            return info.path
-    return None
+    local = download_artifact(ref, found, cache_dir / ref, tracking_uri)
+    return f"simclr:{local.resolve()}", ref
 
 
 def imagenet_unavailable_reason(encoder: str, weights: str | None) -> str | None:
@@ -141,100 +139,85 @@ def imagenet_unavailable_reason(encoder: str, weights: str | None) -> str | None
 
 
 # --------------------------------------------------------------------------- the sweep
-def _parent_run(client, experiment_id: str, sweep_key: str, cfg: AblationConfig, tracking_uri: str):
+def _parent_run(cfg: AblationConfig, sweep_key: str, uri: str) -> tuple[Run, bool]:
+    """The sweep's parent run: the newest one with this sweep key (set RUNNING again), else a new one."""
     from histoclr.config import config_to_dict, flatten
-    from histoclr.tracking import _params_for_mlflow, git_commit
 
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_key}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = find_runs(cfg.experiment, uri, tags={SWEEP_TAG: sweep_key}, max_results=1)
     if runs:
-        run = runs[0]
-        client.update_run(run.info.run_id, status="RUNNING")
-        return run.info.run_id, True
-    run = client.create_run(experiment_id, run_name=cfg.sweep_name,
-                            tags={SWEEP_TAG: sweep_key, "histoclr.kind": "ablation-parent",
-                                  "git_commit": git_commit() or "unknown"})
-    for k, v in _params_for_mlflow(flatten(config_to_dict(cfg))).items():
-        client.log_param(run.info.run_id, k, v)
-    return run.info.run_id, False
-
-
-def _children_for(client, experiment_id: str, parent_id: str, key: str):
-    return client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{CELL_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{parent_id}'",
-        order_by=["attributes.start_time DESC"])
-
-
-def _record_child(client, experiment_id, parent_id, key, cell: Cell, fcfg_params: dict,
-                  status: str, tags: dict) -> str:
-    run = client.create_run(experiment_id, run_name=cell.label,
-                            tags={"mlflow.parentRunId": parent_id, CELL_TAG: key, **tags})
-    for k, v in fcfg_params.items():
-        client.log_param(run.info.run_id, k, str(v))
-    client.set_terminated(run.info.run_id, status=status)
-    return run.info.run_id
+        return open_run(cfg.experiment, tracking_uri=uri, run_id=runs[0].info.run_id), True
+    return open_run(cfg.experiment, cfg.sweep_name, tracking_uri=uri, params=flatten(config_to_dict(cfg)),
+                    tags={SWEEP_TAG: sweep_key, "histoclr.kind": "ablation-parent"}), False
 
 
 def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: str | None = None,
               cell_runner: Callable | None = None, echo: Callable[[str], None] = print) -> SweepResult:
     """Run every cell of the grid that has not FINISHED yet; returns what happened to each."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
     from tqdm import tqdm
-
-    from histoclr.tracking import resolve_tracking_uri
 
     if cell_runner is None:
         from histoclr.seg.train import run_finetune as cell_runner
 
-    uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    experiment_id = exp.experiment_id if exp else client.create_experiment(cfg.experiment)
-    out_dir = Path(cfg.out_dir)
+    # ---- cheap checks first: an unreachable store or unwritable folder fails before any work
+    uri = check_tracking_uri(tracking_uri or cfg.tracking_uri)
+    out_dir = ensure_output_dir(cfg.out_dir)
 
     # ---- resolve the cells before anything runs: bad configs fail here, not half-way
     cells = expand_grid(cfg)
-    inits = {init: resolve_init(init, client, out_dir / "backbones") for init in cfg.inits}
+    inits = {init: resolve_init(init, uri, out_dir / "backbones") for init in cfg.inits}
     planned = []
     for cell in cells:
         fcfg = cell_config(cfg, cell, overrides, uri, inits[cell.init][0])
         fcfg.out_dir = str(out_dir / "cells" / cell_key(fcfg)[:12])
         planned.append((cell, fcfg, cell_key(fcfg)))
     sweep_key = _hash({"experiment": cfg.experiment, "sweep": cfg.sweep_name})
-    parent_id, resumed = _parent_run(client, experiment_id, sweep_key, cfg, uri)
+    parent, resumed = _parent_run(cfg, sweep_key, uri)
+    parent_id = parent.run_id
     echo(f"{'resuming' if resumed else 'started'} sweep {cfg.sweep_name!r}: parent run {parent_id}, "
          f"{len(planned)} cells, tracking {uri}")
-    result = SweepResult(parent_id, experiment_id)
+    result = SweepResult(parent_id, parent.get().info.experiment_id)
+    try:
+        _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo, tqdm)
+    except KeyboardInterrupt:
+        parent.end("KILLED")
+        raise
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    parent.set_tags({"cells_total": len(planned), "cells_failed": len(result.failed),
+                     "cells_skipped": len(result.skipped)})
+    parent.end("FINISHED")
+    return result
 
+
+def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: SweepResult, echo, tqdm) -> None:
+    parent_id = parent.run_id
     encoder = planned[0][1].model.encoder
     imagenet_reason = None
     if "imagenet" in cfg.inits:
         imagenet_reason = imagenet_unavailable_reason(encoder, cfg.imagenet_weights)
 
     if cfg.classical_baseline:
-        _log_classical_baseline(client, parent_id, planned[0][1], echo)
+        _log_classical_baseline(parent, planned[0][1], echo)
 
-    # ---- the cells
     durations: list[float] = []
     bar = tqdm(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
         base_params = {"init": cell.init, "freeze": cell.freeze, "label_fraction": cell.label_fraction,
                        "seed": cell.seed, "encoder": fcfg.model.encoder,
-                       "pretrain_run_id": inits[cell.init][1]}
-        previous = _children_for(client, experiment_id, parent_id, key)
-        if any(r.info.status == "FINISHED" for r in previous):
-            done = next(r for r in previous if r.info.status == "FINISHED")
+                       "pretrain_run_id": inits[cell.init][1], "num_labeled": "none"}
+        previous = find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
+        done = next((r for r in previous if r.info.status == "FINISHED"), None)
+        if done is not None:
             (result.skipped if done.data.tags.get("skipped") == "true" else result.reused).append(cell)
             continue
         for r in previous:  # a killed process leaves RUNNING children behind
             if r.info.status == "RUNNING":
-                client.set_terminated(r.info.run_id, status="KILLED")
+                Run.attach(r.info.run_id, uri).end("KILLED")
         if cell.init == "imagenet" and imagenet_reason:
-            _record_child(client, experiment_id, parent_id, key, cell, {**base_params, "num_labeled": "none"},
-                          "FINISHED", {"skipped": "true", "skip_reason": imagenet_reason[:5000]})
+            record_run(cfg.experiment, cell.label, "FINISHED", tracking_uri=uri, params=base_params,
+                       tags={CELL_TAG: key, "skipped": "true", "skip_reason": imagenet_reason},
+                       parent_run_id=parent_id)
             result.skipped.append(cell)
             echo(f"[{i}/{len(planned)}] skipped {cell.label}: {imagenet_reason}")
             continue
@@ -245,48 +228,35 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
             cell_runner(fcfg, parent_run_id=parent_id, extra_tags={CELL_TAG: key, "histoclr.kind": "ablation-cell"})
         except Exception as e:  # one failing cell must not stop the others
             msg = f"{type(e).__name__}: {e}"
-            failed_runs = [r for r in _children_for(client, experiment_id, parent_id, key)
+            failed_runs = [r for r in find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
                            if r.info.status in ("FAILED", "RUNNING")]
             if failed_runs:
-                run_id = failed_runs[0].info.run_id
-                client.set_tag(run_id, "error", msg[:5000])
-                client.set_tag(run_id, "traceback", traceback.format_exc()[-5000:])
+                child = Run.attach(failed_runs[0].info.run_id, uri)
+                child.set_tags({"error": msg, "traceback": traceback.format_exc()[-5000:]})
                 if failed_runs[0].info.status == "RUNNING":
-                    client.set_terminated(run_id, status="FAILED")
+                    child.end("FAILED")
             else:  # it failed before it could open its run: record it anyway
-                _record_child(client, experiment_id, parent_id, key, cell, {**base_params, "num_labeled": "none"},
-                              "FAILED", {"error": msg[:5000]})
+                record_run(cfg.experiment, cell.label, "FAILED", tracking_uri=uri, params=base_params,
+                           tags={CELL_TAG: key, "error": msg}, parent_run_id=parent_id)
             result.failed.append((cell, msg))
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
         durations.append(time.time() - t0)
 
-    client.set_tag(parent_id, "cells_total", str(len(planned)))
-    client.set_tag(parent_id, "cells_failed", str(len(result.failed)))
-    client.set_tag(parent_id, "cells_skipped", str(len(result.skipped)))
-    client.set_terminated(parent_id, status="FINISHED")
-    return result
 
-
-def _log_classical_baseline(client, parent_id: str, fcfg, echo) -> None:
-    """Haematoxylin-Otsu reference on the validation images (same mpp as the model)."""
+def _log_classical_baseline(parent: Run, fcfg, echo) -> None:
+    """The haematoxylin-Otsu references on the validation images (same mpp as the model), as instances:
+    connected components (``classical_*``) and split by the distance watershed whose parameters are
+    chosen on the training images, as a model's are (``classical_ws_*``)."""
     try:
-        from histoclr.seg.baseline import hed_otsu_segment
-        from histoclr.seg.dataset import load_pair
-        from histoclr.seg.metrics import segmentation_metrics
-        from histoclr.seg.pairs import read_pairs_manifest
-
-        pairs = [p for p in read_pairs_manifest(fcfg.pairs, fcfg.data_root) if p.split == "val"]
-        mpp = getattr(getattr(fcfg, "data", None), "mpp", None)
-        scores: dict[str, list[float]] = {}
-        for pair in pairs:
-            lp = load_pair(pair, mpp)
-            m = segmentation_metrics(hed_otsu_segment(lp.image), lp.mask, lp.instances)
-            for k, v in m.items():
-                scores.setdefault(k, []).append(float(v))
-        for k, vals in scores.items():
-            client.log_metric(parent_id, f"classical_{k}", sum(vals) / len(vals))
-        client.set_tag(parent_id, "classical_baseline", "haematoxylin (rgb2hed) Otsu + small-object removal")
+        pairs = read_pairs_manifest(fcfg.pairs, fcfg.data_root)
+        refs = classical_references([p for p in pairs if p.split in ("train", "")],
+                                    [p for p in pairs if p.split == "val"], fcfg.data.mpp)
+        parent.log_metrics({**{f"classical_{k}": v for k, v in refs["otsu"].items()},
+                            **{f"classical_ws_{k}": v for k, v in refs["otsu_watershed"].items()}})
+        parent.set_tags({"classical_baseline": "haematoxylin (rgb2hed) Otsu + small-object removal; "
+                                              "classical_ws_*: + distance-transform watershed",
+                         "classical_ws_params": json.dumps(refs["watershed_params"], sort_keys=True)})
     except HistoclrError as e:
         echo(f"classical baseline not computed: {e}")

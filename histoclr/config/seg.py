@@ -8,6 +8,7 @@ whole validation images by sliding window. Steps = ``train.epochs * train.steps_
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,6 +19,40 @@ ENCODERS = ("resnet18", "resnet34", "resnet50")     # histoclr.ssl.model.ENCODER
 ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")  # ResNet encoder stages (histoclr.seg.freeze)
+TARGETS = ("binary", "contour", "distance")                         # histoclr.seg.targets.TARGETS
+POSTPROCESS_METHODS = ("components", "watershed", "contour", "distance")   # histoclr.seg.postprocess.METHODS
+SELECT_METRICS = ("aji", "pq", "dice", "f1")
+_RANGE = re.compile(r"^layer([1-4])-(?:layer)?([1-4])$")
+
+
+def parse_freeze_spec(spec: str) -> set[str]:
+    """``"stem,layer1-2"`` -> ``{"stem", "layer1", "layer2"}``; ``none`` -> empty; ``all`` -> every stage.
+
+    Raises:
+        ValueError: an unknown part; the message lists the valid names.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"freeze spec must be a string, got {spec!r}")
+    parts = [p.strip().lower() for p in spec.split(",")]
+    alone = [p for p in parts if p in ("none", "all")]
+    if alone and len(parts) > 1:
+        raise ValueError(f"invalid freeze spec {spec!r}: {alone[0]!r} stands alone (give none, all, or a "
+                         "list of stages such as stem,layer1-2)")
+    out: set[str] = set()
+    for part in parts:
+        if part == "none":
+            continue
+        if part == "all":
+            out.update(STAGES)
+        elif part in STAGES:
+            out.add(part)
+        elif (m := _RANGE.match(part)) and int(m.group(1)) <= int(m.group(2)):
+            out.update(f"layer{i}" for i in range(int(m.group(1)), int(m.group(2)) + 1))
+        else:
+            raise ValueError(f"invalid freeze spec {spec!r} (bad part {part!r}); valid: none, all, "
+                             f"{', '.join(STAGES)}, ranges like layer1-3, and comma lists like stem,layer1-2")
+    return out
 
 
 @dataclass
@@ -25,9 +60,31 @@ class SegModelConfig:
     encoder: str = "resnet50"
     architecture: str = "deeplabv3"     # deeplabv3 | deeplabv3plus
     output_stride: int = 16             # 8 or 16 (dilated layer4 / layer3+4)
-    classes: int = 2                    # 2: softmax, cross-entropy + Dice | 1: sigmoid, BCE + Dice
+    classes: int = 2                    # binary target: 2: softmax, cross-entropy + Dice | 1: sigmoid, BCE + Dice
     decoder_channels: int = 256
     dice_weight: float = 1.0            # loss = CE (or BCE) + dice_weight * Dice
+    target: str = "binary"              # binary | contour (bg/interior/boundary) | distance (mask + distance map)
+    boundary_width: int = 2             # contour target: boundary band inside each nucleus (px at data.mpp)
+    distance_weight: float = 1.0        # distance target: + distance_weight * MSE of the distance channel
+
+
+@dataclass
+class SegPostprocessConfig:
+    """Instance post-processing (histoclr.seg.postprocess); sizes in px at data.mpp.
+
+    ``tune``: after training, grid-search these parameters on the *training* images (never the
+    validation images) for the best checkpoint; the chosen ones are stored in ``best.pt`` and used by
+    ``histoclr predict``. ``method: auto`` picks the target's own (binary -> watershed).
+    """
+
+    method: str = "auto"                # auto | components | watershed | contour | distance
+    fg_threshold: float = 0.5
+    marker_threshold: float = 0.3
+    h: float = 1.0
+    sigma: float = 1.0
+    min_size: int = 16
+    min_marker_size: int = 4
+    tune: bool = True
 
 
 @dataclass
@@ -49,7 +106,8 @@ class SegTrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.01          # cosine floor as a fraction of the peak LR
     grad_clip: float = 0.0              # max global grad norm; 0 = off
-    patience: int = 0                   # early stopping after this many epochs without a better val Dice; 0 = off
+    patience: int = 0                   # early stopping after this many epochs without a better selection metric; 0 = off
+    select_metric: str = "aji"          # validation metric that picks best.pt: aji | pq | dice | f1
     val_overlap: float = 0.25           # sliding-window overlap (fraction of the window)
     val_batch_size: int = 4
     overlays: int = 3                   # validation images drawn as overlay PNGs at the best epoch
@@ -74,12 +132,11 @@ class FinetuneConfig:
     model: SegModelConfig = field(default_factory=SegModelConfig)
     data: SegDataConfig = field(default_factory=SegDataConfig)
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    postprocess: SegPostprocessConfig = field(default_factory=SegPostprocessConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="histoclr-finetune"))
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid key."""
-        from histoclr.seg.freeze import parse_freeze_spec
-
         m, d, t = self.model, self.data, self.train
         if not (self.init in ("random", "imagenet") or (self.init.startswith("simclr:") and len(self.init) > 7)):
             raise ConfigError(f"init={self.init!r} must be random, imagenet or simclr:PATH")
@@ -99,6 +156,18 @@ class FinetuneConfig:
         _choice("model.architecture", m.architecture, ARCHITECTURES)
         _choice("train.optimizer", t.optimizer, OPTIMIZERS)
         _choice("train.device", t.device, DEVICES)
+        _choice("train.select_metric", t.select_metric, SELECT_METRICS)
+        _choice("model.target", m.target, TARGETS)
+        _choice("postprocess.method", self.postprocess.method, ("auto",) + POSTPROCESS_METHODS)
+        pp = self.postprocess
+        if m.boundary_width < 1 or m.distance_weight < 0:
+            raise ConfigError("model: boundary_width must be >= 1 and distance_weight >= 0")
+        if not 0 < pp.fg_threshold < 1 or not -1 < pp.marker_threshold < 1:
+            raise ConfigError("postprocess: fg_threshold must be in (0, 1) and marker_threshold in (-1, 1)")
+        if pp.h <= 0 or pp.sigma < 0 or pp.min_size < 0 or pp.min_marker_size < 0:
+            raise ConfigError("postprocess: h must be > 0; sigma, min_size and min_marker_size >= 0")
+        if (pp.method == "contour" and m.target != "contour") or (pp.method == "distance" and m.target != "distance"):
+            raise ConfigError(f"postprocess.method={pp.method} needs model.target={pp.method}, not {m.target}")
         if m.output_stride not in (8, 16):
             raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
         if m.classes not in (1, 2):

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histoclr.errors import HistoclrError
-from histoclr.seg.pairs import SegPair
+from skimage.segmentation import relabel_sequential
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from histoclr.errors import HistoclrError
+from histoclr.images import IMAGENET_MEAN, IMAGENET_STD, normalize_image, read_rgb
+from histoclr.manifests.pairs import SegPair
+from histoclr.seg.targets import TARGETS, make_target
 
 
 @dataclass
@@ -46,7 +47,6 @@ def load_pair(pair: SegPair, mpp: float | None) -> LoadedPair:
     import cv2
 
     from histoclr.seg.annotations import load_instances
-    from histoclr.seg.imageio import read_rgb
 
     image = read_rgb(pair.image_path)
     instances = load_instances(pair.mask_path, pair.mask_format, image.shape[:2])
@@ -68,19 +68,6 @@ def load_pair(pair: SegPair, mpp: float | None) -> LoadedPair:
         scale = 1.0
     mask = (instances > 0).astype(np.uint8)
     return LoadedPair(np.ascontiguousarray(image), mask, instances, float(scale))
-
-
-def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """RGB uint8 ``(H, W, 3)`` -> float32 tensor ``(3, H, W)``: ``(x / 255 - mean) / std``."""
-    import torch
-
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return x.sub_(m).div_(s)
 
 
 def build_augmentation(crop_size: int, augment: bool):
@@ -114,9 +101,12 @@ def window_size(crop_size: int) -> int:
 
 
 class SegCropDataset:
-    """Random ``crop_size`` crops of loaded pairs with joint image + mask augmentation.
+    """Random ``crop_size`` crops of loaded pairs with joint image + instance-map augmentation.
 
-    Item ``i`` -> ``(image float32 (3, S, S) normalised, mask int64 (S, S) in {0, 1})``.
+    Item ``i`` -> ``(image float32 (3, S, S) normalised, target)``, the target computed from the
+    augmented crop's instance map by :func:`histoclr.seg.targets.make_target`: a dict
+    ``{"classes": int64 (S, S)[, "distance": float32 (S, S)]}`` (``target``: binary | contour |
+    distance; ``boundary_width``: the contour band in px).
     Images are picked with probability proportional to their area; the crop position and
     augmentation are drawn from ``numpy.random.default_rng([seed, epoch, i])`` so an item is
     the same in any worker process (call ``set_epoch`` to get new crops each epoch).
@@ -128,7 +118,9 @@ class SegCropDataset:
     def __init__(self, pairs: Sequence[SegPair], mpp: float | None, crop_size: int = 256,
                  samples_per_epoch: int | None = None, augment: bool = True, seed: int = 0,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, loaded: Sequence[LoadedPair] | None = None,
-                 progress: bool = False):
+                 progress: bool = False, target: str = "binary", boundary_width: int = 2):
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
         if crop_size < 8:
             raise ValueError(f"crop_size must be >= 8, got {crop_size}")
         if not pairs and not loaded:
@@ -148,6 +140,7 @@ class SegCropDataset:
         self.seed = seed
         self.epoch = 0
         self.mean, self.std = mean, std
+        self.target, self.boundary_width = target, boundary_width
         areas = np.array([it.mask.size for it in self.items], dtype=np.float64)
         self.weights = areas / areas.sum()
         self.samples_per_epoch = samples_per_epoch or max(
@@ -162,35 +155,36 @@ class SegCropDataset:
 
     def window_at(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The un-augmented ``(window, window)`` image/mask cut for item ``index`` (reflect-padded)."""
-        image, mask, _ = self._window(index)
-        return image, mask
+        image, instances, _ = self._window(index)
+        return image, (instances > 0).astype(np.uint8)
 
     def _window(self, index: int):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         item = self.items[int(rng.choice(len(self.items), p=self.weights))]
         win = self.window if self.augment else self.crop_size
-        image, mask = item.image, item.mask
-        h, w = mask.shape
-        if h < win or w < win:  # reflect-pad small images
+        image, instances = item.image, item.instances
+        h, w = instances.shape
+        if h < win or w < win:  # reflect-pad small images (mirrored nuclei keep their label: harmless)
             import cv2
 
             ph, pw = max(0, win - h), max(0, win - w)
             pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
             image = cv2.copyMakeBorder(image, *pads, cv2.BORDER_REFLECT_101)
-            mask = cv2.copyMakeBorder(mask, *pads, cv2.BORDER_REFLECT_101)
-            h, w = mask.shape
+            instances = np.pad(instances, ((pads[0], pads[1]), (pads[2], pads[3])), mode="reflect")
+            h, w = instances.shape
         y = int(rng.integers(0, h - win + 1))
         x = int(rng.integers(0, w - win + 1))
-        return image[y:y + win, x:x + win], mask[y:y + win, x:x + win], rng
+        cut = relabel_sequential(instances[y:y + win, x:x + win])[0]
+        return image[y:y + win, x:x + win], cut.astype(np.uint16), rng
 
     def __getitem__(self, index: int):
         import torch
 
         if not 0 <= index < len(self):
             raise IndexError(index)
-        image, mask, rng = self._window(index)
+        image, instances, rng = self._window(index)
         self.transform.set_random_seed(int(rng.integers(0, 2**31 - 1)))
-        out = self.transform(image=image, mask=mask)
+        out = self.transform(image=image, mask=instances)
         x = normalize_image(out["image"], self.mean, self.std)
-        y = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
-        return x, y
+        target = make_target(np.ascontiguousarray(out["mask"]).astype(np.int32), self.target, self.boundary_width)
+        return x, {k: torch.from_numpy(v) for k, v in target.items()}

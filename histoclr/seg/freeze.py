@@ -9,41 +9,14 @@ re-applies it.
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
 
-STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+from histoclr.config.seg import STAGES, parse_freeze_spec  # noqa: F401  (the spec grammar is a config value)
+
 _STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "stem": ("conv1", "bn1"),
     "layer1": ("layer1",), "layer2": ("layer2",), "layer3": ("layer3",), "layer4": ("layer4",),
 }
-_RANGE = re.compile(r"^layer([1-4])-(?:layer)?([1-4])$")
-
-
-def parse_freeze_spec(spec: str) -> set[str]:
-    """``"stem,layer1-2"`` -> ``{"stem", "layer1", "layer2"}``; ``none`` -> empty; ``all`` -> every stage.
-
-    Raises:
-        ValueError: an unknown part; the message lists the valid names.
-    """
-    if not isinstance(spec, str):
-        raise ValueError(f"freeze spec must be a string, got {spec!r}")
-    parts = [p.strip().lower() for p in spec.split(",")]
-    out: set[str] = set()
-    for part in parts:
-        if part == "none":
-            continue
-        if part == "all":
-            out.update(STAGES)
-        elif part in STAGES:
-            out.add(part)
-        elif (m := _RANGE.match(part)) and int(m.group(1)) <= int(m.group(2)):
-            out.update(f"layer{i}" for i in range(int(m.group(1)), int(m.group(2)) + 1))
-        else:
-            raise ValueError(f"invalid freeze spec {spec!r} (bad part {part!r}); valid: none, all, "
-                             f"{', '.join(STAGES)}, ranges like layer1-3, and comma lists like stem,layer1-2")
-    return out
 
 
 def stage_modules(encoder: nn.Module, stage: str) -> list[nn.Module]:
@@ -93,24 +66,3 @@ def trainable_parameter_counts(model: nn.Module) -> dict[str, int]:
                             if p.requires_grad and id(p) not in encoder_ids)
     counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
-
-
-def param_groups(model: nn.Module, lr: float, encoder_lr_mult: float = 1.0,
-                 weight_decay: float = 0.0) -> list[dict]:
-    """Optimizer groups: trainable encoder params at ``lr * encoder_lr_mult``, the rest at ``lr``.
-
-    Biases and norm parameters (1-D tensors) get no weight decay. Empty groups are left out.
-    """
-    encoder_ids = {id(p) for p in model.encoder.parameters()}
-    groups: dict[tuple[str, bool], list] = {}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        part = "encoder" if id(p) in encoder_ids else "decoder"
-        groups.setdefault((part, p.ndim > 1), []).append(p)
-    out = []
-    for (part, decay), params in sorted(groups.items()):
-        out.append({"name": f"{part}{'' if decay else '_no_decay'}", "params": params,
-                    "lr": lr * (encoder_lr_mult if part == "encoder" else 1.0),
-                    "weight_decay": weight_decay if decay else 0.0})
-    return out

@@ -7,7 +7,7 @@ histoclr backbone file loads into ``SegNet.encoder`` strictly, key for key.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,11 +15,20 @@ import torch
 from torch import nn
 
 from histoclr.errors import HistoclrError, InputFileError
+from histoclr.io import load_tagged, save_tagged
+from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
+from histoclr.seg.postprocess import PostprocessParams, default_params
+from histoclr.seg.targets import output_channels
 
 CHECKPOINT_FORMAT = "histoclr-seg-model"
-CHECKPOINT_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_VERSION = 2          # 2: spec.target and the post-processing parameters
+
+
+def _upgrade_v1(payload: dict) -> dict:
+    """Version 1 (before instance targets): a binary-target model whose nuclei were its connected
+    components; it reads as version 2 with exactly that post-processing."""
+    post = default_params("binary", method="components").to_dict()
+    return {**payload, "version": 2, "postprocess": payload.get("postprocess", post)}
 
 
 @dataclass
@@ -29,14 +38,21 @@ class SegModelSpec:
     encoder: str = "resnet18"
     architecture: str = "deeplabv3"     # deeplabv3 | deeplabv3plus
     output_stride: int = 16
-    classes: int = 2
+    classes: int = 2                    # binary target: 2 (softmax) or 1 (sigmoid)
     decoder_channels: int = 256
+    target: str = "binary"              # binary | contour | distance (histoclr.seg.targets)
+
+    @property
+    def out_channels(self) -> int:
+        return output_channels(self.target, self.classes)
 
 
 class SegNet(nn.Module):
     """An smp segmentation model whose frozen encoder stages keep BatchNorm in eval mode.
 
-    ``forward(x: (B, 3, H, W)) -> logits (B, classes, H, W)``; ``H, W`` divisible by the output stride.
+    ``forward(x: (B, 3, H, W)) -> (B, spec.out_channels, H, W)``: class logits (and, for the
+    ``distance`` target, the distance regression as the last channel); ``H, W`` divisible by the
+    output stride.
     """
 
     def __init__(self, spec: SegModelSpec):
@@ -51,7 +67,7 @@ class SegNet(nn.Module):
         self.spec = spec
         self.net = archs[spec.architecture](
             encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=spec.output_stride,
-            decoder_channels=spec.decoder_channels, classes=spec.classes)
+            decoder_channels=spec.decoder_channels, classes=spec.out_channels)
         self.frozen_stages: frozenset[str] = frozenset()
 
     @property
@@ -71,9 +87,9 @@ class SegNet(nn.Module):
 
 
 def build_seg_model(encoder: str = "resnet18", architecture: str = "deeplabv3", output_stride: int = 16,
-                    classes: int = 2, decoder_channels: int = 256) -> SegNet:
+                    classes: int = 2, decoder_channels: int = 256, target: str = "binary") -> SegNet:
     """A randomly initialised :class:`SegNet` (smp with ``encoder_weights=None``)."""
-    return SegNet(SegModelSpec(encoder, architecture, output_stride, classes, decoder_channels))
+    return SegNet(SegModelSpec(encoder, architecture, output_stride, classes, decoder_channels, target))
 
 
 def init_encoder(model: SegNet, init: str, imagenet_weights: str | Path | None = None) -> dict[str, str]:
@@ -131,38 +147,44 @@ class SegCheckpoint:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     metadata: dict[str, Any]
+    postprocess: PostprocessParams = field(default_factory=lambda: default_params("binary", method="components"))
 
 
 def save_seg_checkpoint(path: str | Path, model: SegNet, *, mpp: float | None, window: int,
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write the model's weights, spec, mpp, window and normalisation atomically."""
-    from histoclr.io import atomic_save
-
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": asdict(model.spec),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
-               "mpp": mpp, "window": int(window), "mean": list(mean), "std": list(std),
-               "metadata": dict(metadata or {})}
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
-    return Path(path)
+                        postprocess: PostprocessParams, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write the model's weights, spec, mpp, window, normalisation and post-processing atomically."""
+    return save_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {
+        "spec": asdict(model.spec),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
+        "mpp": mpp, "window": int(window), "mean": list(mean), "std": list(std),
+        "postprocess": postprocess.validate().to_dict(), "metadata": dict(metadata or {})})
 
 
 def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> SegCheckpoint:
     """Rebuild the model of a checkpoint written by :func:`save_seg_checkpoint` (eval mode).
 
+    A version-1 file (before instance targets) loads with its connected-components post-processing.
+
     Raises:
         InputFileError: missing, unreadable, or not a histoclr segmentation checkpoint.
     """
-    from histoclr.io import load_tagged_torch_file
     from histoclr.ssl.model import load_state_dict_strict
 
     path = Path(path)
-    payload = load_tagged_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",
-                                     "use best.pt written by `histoclr finetune-seg`")
-    model = SegNet(SegModelSpec(**payload["spec"]))
+    payload = load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",
+                          "use best.pt written by `histoclr finetune-seg`", upgrades={1: _upgrade_v1})
+    try:
+        spec = SegModelSpec(**payload["spec"])
+        post = PostprocessParams.from_dict(payload["postprocess"])
+        model = SegNet(spec)
+    except (TypeError, ValueError, KeyError) as e:
+        raise InputFileError(path, f"model checkpoint has an invalid spec or post-processing ({e}); "
+                             "retrain it with `histoclr finetune-seg`") from None
     try:
         load_state_dict_strict(model.net, payload["state_dict"], f"checkpoint {path}")
     except ValueError as e:
         raise InputFileError(path, str(e)) from None
     model.to(device).eval()
     return SegCheckpoint(model, payload["mpp"], payload["window"], tuple(payload["mean"]),
-                         tuple(payload["std"]), payload.get("metadata", {}))
+                         tuple(payload["std"]), payload.get("metadata", {}), post)

@@ -1,13 +1,26 @@
-"""Whole-image inference: sliding window with Gaussian overlap blending, at the model's mpp."""
+"""Whole-image inference: sliding window with Gaussian overlap blending at the model's mpp, then the
+checkpoint's instance post-processing (:mod:`histoclr.seg.postprocess`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 
+import cv2
 import numpy as np
+import tifffile
 import torch
+from PIL import Image
 from torch import nn
+
+from histoclr.errors import InputFileError
+from histoclr.io import atomic_path
+from histoclr.seg.dataset import normalize_image, resize_nearest
+from histoclr.seg.overlay import save_overlay_png
+from histoclr.seg.postprocess import PostprocessParams, foreground_probability, instances_from_output
+from histoclr.slides.reader import level_for_mpp, open_slide
 
 
 @lru_cache(maxsize=8)
@@ -30,15 +43,28 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
+def activate(logits: torch.Tensor, target: str = "binary") -> torch.Tensor:
+    """Network output ``(B, C, H, W)`` -> probabilities: sigmoid for one channel, else softmax over
+    the class channels; for the ``distance`` target the last channel (the regression) is clamped
+    to [0, 1] and the first two are softmaxed."""
+    if target == "distance":
+        return torch.cat([torch.softmax(logits[:, :2], dim=1), logits[:, 2:3].clamp(0, 1)], dim=1)
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
 def sliding_window_predict(model: nn.Module, image: torch.Tensor, window: int, overlap: float = 0.25,
-                           batch_size: int = 4, device: str | torch.device | None = None) -> torch.Tensor:
-    """Class probabilities ``(C, H, W)`` for a normalised image ``(3, H, W)``.
+                           batch_size: int = 4, device: str | torch.device | None = None,
+                           target: str | None = None) -> torch.Tensor:
+    """Activated outputs ``(C, H, W)`` (see :func:`activate`) for a normalised image ``(3, H, W)``.
 
     Windows of ``window`` px overlapping by ``overlap`` (fraction) are blended with Gaussian
     weights; an image smaller than the window (in either side) is reflect-padded (zero-padded
-    when too small to reflect) and the padding is cropped off again. C = 1 -> sigmoid, else softmax.
+    when too small to reflect) and the padding is cropped off again. ``target``: the model's
+    training target (default: ``model.spec.target`` when present, else binary).
     The model is run in eval mode under ``torch.inference_mode``; its mode is restored afterwards.
     """
+    if target is None:
+        target = getattr(getattr(model, "spec", None), "target", "binary")
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be a (3, H, W) tensor, got {tuple(image.shape)}")
     if window < 1 or not 0 <= overlap < 1 or batch_size < 1:
@@ -64,7 +90,7 @@ def sliding_window_predict(model: nn.Module, image: torch.Tensor, window: int, o
                 chunk = boxes[i:i + batch_size]
                 batch = torch.stack([x[:, y:y + window, xx:xx + window] for y, xx in chunk]).to(device)
                 logits = model(batch)
-                probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+                probs = activate(logits, target)
                 if acc is None:
                     acc = torch.zeros((probs.shape[1], H, W), device=device)
                 for (y, xx), p in zip(chunk, probs):
@@ -76,26 +102,39 @@ def sliding_window_predict(model: nn.Module, image: torch.Tensor, window: int, o
 
 
 def foreground(probs: torch.Tensor | np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Binary nucleus mask ``(H, W)`` bool from probabilities ``(C, H, W)`` (C = 1: p > threshold; else argmax == 1)."""
-    p = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+    """Binary nucleus mask ``(H, W)`` bool from activated outputs ``(C, H, W)`` of any target."""
+    classes, _ = split_output(probs)
+    return foreground_probability(classes) > threshold
+
+
+def split_output(out: torch.Tensor | np.ndarray, target: str = "binary") -> tuple[np.ndarray, np.ndarray | None]:
+    """Activated outputs ``(C, H, W)`` -> ``(class probabilities (C', H, W), distance (H, W) or None)``."""
+    p = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     if p.ndim != 3:
-        raise ValueError(f"probs must be (C, H, W), got {p.shape}")
-    return p[0] > threshold if p.shape[0] == 1 else p.argmax(axis=0) == 1
+        raise ValueError(f"outputs must be (C, H, W), got {p.shape}")
+    if target == "distance":
+        return p[:2], p[2]
+    return p, None
+
+
+def instances_of(out: torch.Tensor | np.ndarray, target: str, params: PostprocessParams) -> np.ndarray:
+    """int32 instance map ``(H, W)`` of one image's activated outputs ``(C, H, W)``."""
+    classes, distance = split_output(out, target)
+    return instances_from_output(classes, params, distance)
 
 
 def predict_image(ckpt, image: np.ndarray, image_mpp: float | None, *, overlap: float = 0.25,
-                  batch_size: int = 4, device=None) -> np.ndarray:
-    """Nucleus probability ``(H, W)`` float32 of an RGB uint8 image ``(H, W, 3)`` at its own size.
+                  batch_size: int = 4, device=None,
+                  postprocess: PostprocessParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus instances and probability of an RGB uint8 image ``(H, W, 3)``, both at its own size.
 
     The image is resampled to ``ckpt.mpp`` (area when shrinking, bilinear when enlarging), run by
-    sliding window, and the probabilities are resized back to the input size (bilinear).
+    sliding window and post-processed there with ``postprocess`` (default: the checkpoint's own
+    parameters, the ones validated in training); the instances are resized back nearest-neighbour
+    and the probability bilinearly. Returns ``(instances (H, W) int32, probability (H, W) float32)``.
     ``ckpt``: a :class:`histoclr.seg.model.SegCheckpoint`. ``image_mpp`` may be None only when the
     model works at native resolution (``ckpt.mpp is None``).
     """
-    import cv2
-
-    from histoclr.seg.dataset import normalize_image
-
     h, w = image.shape[:2]
     scale = 1.0
     if ckpt.mpp is not None:
@@ -107,12 +146,15 @@ def predict_image(ckpt, image: np.ndarray, image_mpp: float | None, *, overlap: 
     if not math.isclose(scale, 1.0, rel_tol=1e-3):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         work = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    target = ckpt.model.spec.target
     x = normalize_image(work, ckpt.mean, ckpt.std)
-    probs = sliding_window_predict(ckpt.model, x, ckpt.window, overlap, batch_size, device)
-    p = (probs[0] if probs.shape[0] == 1 else probs[1]).numpy().astype(np.float32)
-    if p.shape != (h, w):
-        p = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
-    return p
+    out = sliding_window_predict(ckpt.model, x, ckpt.window, overlap, batch_size, device, target)
+    instances = instances_of(out, target, postprocess or ckpt.postprocess)
+    prob = foreground_probability(split_output(out, target)[0]).astype(np.float32)
+    if prob.shape != (h, w):
+        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        instances = resize_nearest(instances, (h, w))
+    return instances, prob
 
 
 # --------------------------------------------------------------------------- files
@@ -131,11 +173,6 @@ def read_input(path, region: tuple[int, int, int, int] | None = None, *, mpp: fl
         InputFileError: unreadable file, a region outside the slide, an input too large without
             ``--region``, or an unknown mpp when the model needs one.
     """
-    from pathlib import Path
-
-    from histoclr.errors import InputFileError
-    from histoclr.slides.reader import level_for_mpp, open_slide
-
     path = Path(path)
     with open_slide(path) as s:
         base_mpp = mpp or s.mpp or assume_mpp
@@ -162,46 +199,39 @@ def read_input(path, region: tuple[int, int, int, int] | None = None, *, mpp: fl
 
 
 def predict_file(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None, mask_format: str = "png",
-                 labels: bool = False, threshold: float = 0.5, overlap: float = 0.25, batch_size: int = 4,
+                 binary: bool = False, threshold: float | None = None, overlap: float = 0.25, batch_size: int = 4,
                  device=None) -> dict:
-    """Predict one input and write ``<name>_mask.<png|tif>`` (0/255, or instance labels with
-    ``labels``) at the input's (level-0 region's) size and ``<name>_overlay.png``.
+    """Predict one input and write, at the input's (level-0 region's) size, ``<name>_instances.<png|tif>``
+    (the nucleus instance labels: 16-bit PNG, or TIFF past 65,535 nuclei) or, with ``binary``,
+    ``<name>_mask.<png|tif>`` (0/255), plus ``<name>_overlay.png`` with every nucleus outlined.
 
-    Returns ``{"mask": path, "overlay": path, "nuclei": n, "foreground": fraction}``.
+    ``threshold``: overrides the checkpoint's foreground threshold. Returns ``{"mask": path,
+    "overlay": path, "nuclei": n, "foreground": fraction}``.
     """
-    from pathlib import Path
-
-    import cv2
-
-    from histoclr.io import atomic_path
-    from histoclr.seg.metrics import instances_from_binary
-    from histoclr.seg.overlay import save_overlay_png
-
     if mask_format not in ("png", "tiff"):
         raise ValueError(f"mask_format must be png or tiff, got {mask_format!r}")
+    params = ckpt.postprocess if threshold is None else replace(ckpt.postprocess, fg_threshold=threshold).validate()
     rgb, image_mpp, (h, w), name = read_input(path, region, mpp=mpp, assume_mpp=assume_mpp, model_mpp=ckpt.mpp)
-    prob = predict_image(ckpt, rgb, image_mpp, overlap=overlap, batch_size=batch_size, device=device)
-    if prob.shape != (h, w):
-        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+    instances, _ = predict_image(ckpt, rgb, image_mpp, overlap=overlap, batch_size=batch_size, device=device,
+                                 postprocess=params)
+    if instances.shape != (h, w):
+        instances = resize_nearest(instances, (h, w))
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    binary = prob > threshold
-    instances = instances_from_binary(binary)
     out_dir = Path(out_dir)
-    mask_path = out_dir / f"{name}_mask.{'png' if mask_format == 'png' else 'tif'}"
-    data = instances if labels else binary.astype(np.uint8) * 255
-    if labels:
-        data = data.astype(np.uint16 if data.max() < 65536 else np.int32)
+    n = int(instances.max())
+    if binary:
+        data = (instances > 0).astype(np.uint8) * 255
+        stem = f"{name}_mask"
+    else:
+        data = instances.astype(np.uint16) if n <= 65535 else instances.astype(np.int32)
+        stem = f"{name}_instances"
+        if mask_format == "png" and n > 65535:
+            mask_format = "tiff"      # a 16-bit PNG holds at most 65,535 nuclei
+    mask_path = out_dir / f"{stem}.{'png' if mask_format == 'png' else 'tif'}"
     with atomic_path(mask_path) as tmp:
         if mask_format == "png":
-            from PIL import Image
-
-            if data.dtype == np.int32:
-                raise ValueError(f"{name}: more than 65535 nuclei do not fit a 16-bit PNG; use TIFF")
             Image.fromarray(data).save(tmp, format="PNG")
         else:
-            import tifffile
-
             tifffile.imwrite(tmp, data, compression="zlib")
-    overlay_path = save_overlay_png(out_dir / f"{name}_overlay.png", rgb, binary)
-    return {"mask": mask_path, "overlay": overlay_path, "nuclei": int(instances.max()),
-            "foreground": float(binary.mean())}
+    overlay_path = save_overlay_png(out_dir / f"{name}_overlay.png", rgb, instances)
+    return {"mask": mask_path, "overlay": overlay_path, "nuclei": n, "foreground": float((instances > 0).mean())}

@@ -1,9 +1,13 @@
-"""Fine-tune DeepLabV3 for nucleus segmentation on a few labelled images, tracked in MLflow.
+"""Fine-tune DeepLabV3 for nucleus instances on a few labelled images, tracked in MLflow.
 
-``run_finetune(cfg)`` trains on random augmented crops of the selected training images, validates
-every epoch on the whole validation images (sliding window), keeps the best checkpoint by
-validation Dice (``best.pt``, the file ``histoclr predict`` reads), writes ``last.pt`` every epoch
-(resumable), and logs params, per-epoch metrics, the best model and overlay PNGs to MLflow.
+``run_finetune(cfg)`` reads top to bottom: data, model, optimiser, resume, then per epoch
+:func:`train_one_epoch` on random augmented crops and :func:`evaluate` on the whole validation
+images (sliding window, then the instance post-processing of :mod:`histoclr.seg.postprocess`,
+scored by AJI, PQ, detection F1 and Dice). The best epoch by ``train.select_metric`` (AJI by
+default) is kept as ``best.pt``, the file ``histoclr predict`` reads; ``last.pt`` (a
+:class:`FinetuneState`) is written every epoch and resumed from. After the last epoch the
+post-processing parameters are chosen on the *training* images (:func:`tune_postprocess`), stored in
+``best.pt``, and the validation scores are recomputed with them.
 
 Under ``torchrun`` it is data-parallel (DDP; Gloo on CPU, NCCL on GPUs): every process takes its
 ``train.batch_size`` share of the global batch (the ``DistributedSampler`` shards the crop indices,
@@ -15,30 +19,43 @@ unless ``train.sync_batchnorm``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from histoclr import distributed as dist_utils
+from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.seg import FinetuneConfig
 from histoclr.errors import HistoclrError, InputFileError
+from histoclr.io import atomic_save, atomic_write_json
+from histoclr.optim import param_groups, warmup_cosine
+from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair, normalize_image
+from histoclr.seg.freeze import apply_freeze, parse_freeze_spec, trainable_parameter_counts
+from histoclr.seg.losses import build_loss
+from histoclr.seg.metrics import aggregated_jaccard_index, instance_metrics
+from histoclr.seg.model import SegModelSpec, SegNet, init_encoder, save_seg_checkpoint
+from histoclr.seg.overlay import save_overlay_png
+from histoclr.seg.pairs import read_pairs_manifest, select_labeled
+from histoclr.seg.postprocess import PostprocessParams, choose_params, default_params
+from histoclr.seg.predict import instances_of, sliding_window_predict, split_output
+from histoclr.tracking import run_exists, start_run
 
 LAST = "last.pt"
 BEST = "best.pt"
 STATE_FORMAT = "histoclr-finetune-state"
+METRICS = ("dice", "iou", "pixel_acc", "aji", "pq", "dq", "sq", "f1")
 
 
 # --------------------------------------------------------------------------- pieces
 def select_pairs(cfg: FinetuneConfig):
     """``(labelled training pairs, validation pairs, size of the training pool)`` from the manifest."""
-    from histoclr.seg.pairs import read_pairs_manifest, select_labeled
-
     pairs = read_pairs_manifest(cfg.pairs, cfg.data_root)
     pool = [p for p in pairs if p.split in ("train", "")]
     val = [p for p in pairs if p.split == "val"]
@@ -58,64 +75,52 @@ def select_pairs(cfg: FinetuneConfig):
     return chosen, val, len(pool)
 
 
-def build_loss(classes: int, dice_weight: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``loss(logits (B, C, H, W), mask (B, H, W) int64 in {0, 1}) -> scalar``.
-
-    C = 2: cross-entropy + ``dice_weight`` * multiclass Dice; C = 1: BCE + ``dice_weight`` * binary Dice.
-    """
-    from segmentation_models_pytorch.losses import DiceLoss
-
-    if classes == 2:
-        ce, dice = torch.nn.CrossEntropyLoss(), DiceLoss(mode="multiclass", from_logits=True)
-        return lambda logits, y: ce(logits, y) + dice_weight * dice(logits, y)
-    if classes == 1:
-        bce, dice = torch.nn.BCEWithLogitsLoss(), DiceLoss(mode="binary", from_logits=True)
-        return lambda logits, y: bce(logits[:, 0], y.float()) + dice_weight * dice(logits, y[:, None])
-    raise ValueError(f"classes must be 1 or 2, got {classes}")
-
-
-def cosine_lambda(total_steps: int, warmup_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
-    """LR multiplier at ``step``: linear warm-up, then cosine decay to ``min_lr_ratio``."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    return f
-
-
 def build_optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    from histoclr.seg.freeze import param_groups
-
+    """AdamW / SGD (momentum 0.9, Nesterov) over the trainable parameters: encoder at
+    ``lr * encoder_lr_mult``, decoder and head at ``lr``, no decay on biases and norms."""
     t = cfg.train
-    groups = param_groups(model, t.lr, cfg.encoder_lr_mult, t.weight_decay)
+    groups = param_groups(model, t.weight_decay, lr=t.lr, mult={"encoder": cfg.encoder_lr_mult},
+                          part_of=lambda name: "encoder" if name.startswith("net.encoder.") else "decoder")
+    for g in groups:
+        g.pop("lars")
     if t.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=t.lr)
     return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, nesterov=True)
 
 
-def evaluate(model, loaded_pairs, window: int, overlap: float, batch_size: int, device,
-             keep_preds: int | None = None) -> tuple[dict, list, list]:
-    """Whole-image sliding-window evaluation: ``(mean {dice, iou, pixel_acc, aji}, binary predictions,
-    per-image metric dicts)``.
+def base_postprocess(cfg: FinetuneConfig) -> PostprocessParams:
+    """The configured post-processing (``method: auto`` -> the target's own method)."""
+    pp = asdict(cfg.postprocess)
+    pp.pop("tune")
+    method = pp.pop("method")
+    params = default_params(cfg.model.target, **pp)
+    return params if method == "auto" else replace(params, method=method).validate()
+
+
+def predict_outputs(model, images: Sequence[np.ndarray], window: int, overlap: float, batch_size: int,
+                    device) -> list[torch.Tensor]:
+    """Activated sliding-window outputs ``(C, H, W)`` of RGB uint8 images ``(H, W, 3)``."""
+    return [sliding_window_predict(model, normalize_image(im), window, overlap, batch_size, device) for im in images]
+
+
+def evaluate(model, loaded_pairs: Sequence[LoadedPair], window: int, overlap: float, batch_size: int, device,
+             params: PostprocessParams, keep_preds: int | None = None) -> tuple[dict, list, list]:
+    """Whole-image sliding-window evaluation of instances: ``(mean {dice, iou, pixel_acc, aji, pq, dq,
+    sq, f1}, predicted instance maps, per-image metric dicts)``.
 
     Under torch.distributed each process evaluates every ``world_size``-th image and all of them get
     every result; ``keep_preds``: return only the first that many predictions (None: all).
     """
-    from histoclr import distributed as dist_utils
-    from histoclr.seg.dataset import normalize_image
-    from histoclr.seg.metrics import segmentation_metrics
-    from histoclr.seg.predict import foreground, sliding_window_predict
-
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
         if torch.distributed.is_initialized() else (0, 1)
     keep = len(loaded_pairs) if keep_preds is None else keep_preds
+    target = model.spec.target
     mine = {}
     for i in range(rank, len(loaded_pairs), world):
         lp = loaded_pairs[i]
-        probs = sliding_window_predict(model, normalize_image(lp.image), window, overlap, batch_size, device)
-        pred = foreground(probs)
-        mine[i] = ({k: float(v) for k, v in segmentation_metrics(pred, lp.mask, lp.instances).items()},
+        out = sliding_window_predict(model, normalize_image(lp.image), window, overlap, batch_size, device)
+        pred = instances_of(out, target, params)
+        mine[i] = ({k: float(v) for k, v in instance_metrics(pred, lp.instances, lp.mask).items()},
                    pred if i < keep else None)
     results = {}
     for part in dist_utils.all_gather_objects(mine):
@@ -126,10 +131,17 @@ def evaluate(model, loaded_pairs, window: int, overlap: float, batch_size: int, 
     return mean, preds, per_image
 
 
+def tune_postprocess(model, loaded_train: Sequence[LoadedPair], base: PostprocessParams, window: int,
+                     overlap: float, batch_size: int, device) -> tuple[PostprocessParams, list[dict]]:
+    """Choose the post-processing parameters that maximise the mean AJI on the *training* images."""
+    target = model.spec.target
+    outputs = [split_output(o, target) for o in
+               predict_outputs(model, [lp.image for lp in loaded_train], window, overlap, batch_size, device)]
+    return choose_params(outputs, [lp.instances for lp in loaded_train], base, aggregated_jaccard_index)
+
+
 def config_key(cfg: FinetuneConfig) -> str:
     """Hash of everything that changes the training (not where it logs, nor ``train.resume``)."""
-    from histoclr.config.loader import config_to_dict
-
     d = config_to_dict(cfg)
     for k in ("tracking", "out_dir"):
         d.pop(k, None)
@@ -138,37 +150,85 @@ def config_key(cfg: FinetuneConfig) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class _Tracker:
-    """MLflow logging that does nothing when tracking is disabled."""
+@dataclass
+class FinetuneState:
+    """Everything ``last.pt`` holds besides the weights and optimiser: the run's progress.
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    ``best``: the best epoch's validation metrics plus ``epoch``; ``history``: one metrics row per
+    epoch; ``postprocess`` / ``final``: the chosen post-processing and its validation metrics
+    (None until chosen after the last epoch).
+    """
 
-    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
-        if self.enabled:
-            import mlflow
+    config_key: str
+    world_size: int = 1
+    epoch: int = 0
+    best: dict | None = None
+    history: list = field(default_factory=list)
+    bad_epochs: int = 0
+    train_time_s: float = 0.0
+    stopped: bool = False
+    run_id: str | None = None
+    postprocess: dict | None = None     # the chosen post-processing parameters, once chosen
+    final: dict | None = None           # the best epoch's validation metrics with those parameters
 
-            mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+    def save(self, path: Path, model: SegNet, optimizer, scheduler) -> None:
+        payload = {"format": STATE_FORMAT, **asdict(self), "model": model.net.state_dict(),
+                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "torch_rng": torch.get_rng_state()}
+        atomic_save(path, lambda tmp: torch.save(payload, tmp))
 
-    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
-            import mlflow
+    @classmethod
+    def load(cls, path: Path, config_key: str, world_size: int) -> tuple["FinetuneState", dict]:
+        """``(state, payload)``; the payload holds ``model``, ``optimizer``, ``scheduler``, ``torch_rng``.
 
-            (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(str(path), artifact_path)
+        Raises:
+            InputFileError: unreadable, not a state file, another configuration or process count.
+        """
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise InputFileError(path, f"cannot read the resume state ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                 "delete it or set train.resume=false") from None
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+            raise InputFileError(path, "not a histoclr fine-tuning state file; delete it or set train.resume=false")
+        if payload.get("config_key") != config_key:
+            raise InputFileError(path, "belongs to a different configuration; use another out_dir "
+                                 "or set train.resume=false to start over")
+        saved_world = payload.get("world_size", 1)
+        if saved_world != world_size:
+            raise InputFileError(path, f"written by {saved_world} process(es); this run has {world_size}: "
+                                 "resume with the same number of processes")
+        names = cls.__dataclass_fields__
+        return cls(**{k: payload[k] for k in names if k in payload}), payload
 
 
-def _existing_run(run_id: str | None, tracking_uri: str | None) -> str | None:
-    if not run_id:
-        return None
-    from mlflow.tracking import MlflowClient
+def train_one_epoch(net: torch.nn.Module, model: torch.nn.Module, loader, loss_fn, optimizer, scheduler,
+                    device, *, step: int, grad_clip: float, lr: float,
+                    on_step: Callable[[float], None] | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns ``{"train_loss": mean global-batch loss, "steps": n}``.
 
-    from histoclr.tracking import resolve_tracking_uri
-
-    try:
-        MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id)
-        return run_id
-    except Exception:
-        return None
+    ``net``: the (possibly DDP-wrapped) ``model``. Raises ``HistoclrError`` on a non-finite loss.
+    """
+    net.train()
+    losses = []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        y = {k: v.to(device, non_blocking=True) for k, v in y.items()}
+        loss = loss_fn(net(x), y)
+        global_loss = dist_utils.all_reduce_mean(loss)      # the global batch's loss, same on every rank
+        if not torch.isfinite(global_loss):
+            raise HistoclrError(f"non-finite training loss ({global_loss.item()}) at step {step + len(losses) + 1}; "
+                                f"lower train.lr (now {lr}) or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(global_loss.item())
+        if on_step is not None:
+            on_step(losses[-1])
+    return {"train_loss": float(np.mean(losses)), "steps": len(losses)}
 
 
 # --------------------------------------------------------------------------- the run
@@ -187,8 +247,6 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
     use it to swap norm layers); ``on_epoch_end(row)``: called with each epoch's metrics row after
     ``last.pt`` is written.
     """
-    from histoclr import distributed as dist_utils
-
     owns_group = not torch.distributed.is_initialized()
     dist = dist_utils.init_distributed(cfg.train.device)
     try:
@@ -201,17 +259,7 @@ def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
 
 def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progress, echo, model_hook,
                   on_epoch_end) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from histoclr import distributed as dist_utils
-    from histoclr.config.loader import config_to_dict, flatten, save_config
-    from histoclr.io import atomic_save, atomic_write_json
-    from histoclr.seg.dataset import SegCropDataset, load_pair
-    from histoclr.seg.freeze import apply_freeze, parse_freeze_spec, trainable_parameter_counts
-    from histoclr.seg.model import SegModelSpec, SegNet, init_encoder, save_seg_checkpoint
-    from histoclr.seg.overlay import save_overlay_png
-    from histoclr.tracking import mlflow_run
-
+    # ============================================================ setup
     echo = (echo or tqdm.write) if dist.is_main else (lambda *_: None)
     cfg.validate()
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -224,41 +272,29 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
     if t.threads:
         torch.set_num_threads(t.threads)
     key = config_key(cfg)
+    base_params = base_postprocess(cfg)
 
-    # ---- resume state (checked before any heavy work)
-    state = None
+    # ============================================================ resume state (before any heavy work)
+    state, saved = FinetuneState(key, dist.world_size), None
     if t.resume and (out / LAST).is_file():
-        try:
-            state = torch.load(out / LAST, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputFileError(out / LAST, f"cannot read the resume state ({str(e).splitlines()[0]}); "
-                                 "delete it or set train.resume=false") from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise InputFileError(out / LAST, "not a histoclr fine-tuning state file")
-        if state["config_key"] != key:
-            raise InputFileError(out / LAST, "belongs to a different configuration; use another out_dir "
-                                 "or set train.resume=false to start over")
-        saved_world = state.get("world_size", 1)
-        if saved_world != dist.world_size:
-            raise InputFileError(out / LAST, f"written by {saved_world} process(es) x batch {t.batch_size}; "
-                                 f"this run has {dist.world_size}: resume with the same number of processes")
+        state, saved = FinetuneState.load(out / LAST, key, dist.world_size)
 
-    # ---- data
+    # ============================================================ data
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     chosen, val_pairs, pool_size = select_pairs(cfg)
     echo(f"labelled training images: {len(chosen)} of {pool_size} ({', '.join(p.image_id for p in chosen)}); "
          f"validation images: {len(val_pairs)}")
 
-    # ---- model (before the slow data loading: a bad backbone file fails at once)
-    model = SegNet(SegModelSpec(m.encoder, m.architecture, m.output_stride, m.classes, m.decoder_channels))
+    # ============================================================ model (before the slow data loading)
+    model = SegNet(SegModelSpec(m.encoder, m.architecture, m.output_stride, m.classes, m.decoder_channels,
+                                m.target))
     init_info = init_encoder(model, cfg.init, cfg.imagenet_weights)
     if model_hook is not None:
         model_hook(model)
-    # ---- every process takes its batch_size share of each global batch of crops
-    global_batch = t.batch_size * dist.world_size
+    global_batch = t.batch_size * dist.world_size     # every process takes its batch_size share
     dataset = SegCropDataset(chosen, d.mpp, d.crop_size, samples_per_epoch=t.steps_per_epoch * global_batch,
-                             augment=d.augment, seed=cfg.seed)
+                             augment=d.augment, seed=cfg.seed, target=m.target, boundary_width=m.boundary_width)
     sampler = (torch.utils.data.DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=False,
                                                    drop_last=True) if dist.distributed else None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, shuffle=False, sampler=sampler,
@@ -276,28 +312,25 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
         echo(f"distributed: {dist.world_size} processes x batch {t.batch_size} = global batch {global_batch}")
+
+    # ============================================================ optimiser, schedule, loss
     optimizer = build_optimizer(model, cfg)
     total_steps = t.epochs * t.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total_steps, t.warmup_steps,
-                                                                           t.min_lr_ratio))
-    loss_fn = build_loss(m.classes, m.dice_weight)
+    scheduler = warmup_cosine(optimizer, t.warmup_steps, total_steps, t.min_lr_ratio)
+    loss_fn = build_loss(m.target, m.classes, m.dice_weight, m.distance_weight)
+    if saved is not None:
+        model.net.load_state_dict(saved["model"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        echo(f"resuming from {out / LAST} after epoch {state.epoch}")
+    run_id = state.run_id if tracking and run_exists(state.run_id, cfg.tracking.tracking_uri) else None
 
-    start_epoch, best, history, bad_epochs, elapsed, stopped = 0, None, [], 0, 0.0, False
-    run_id = None
-    if state is not None:
-        model.net.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, history = state["epoch"], state["best"], state["history"]
-        bad_epochs, elapsed, stopped = state["bad_epochs"], state["train_time_s"], state["stopped"]
-        run_id = _existing_run(state.get("run_id"), cfg.tracking.tracking_uri) if tracking else None
-        echo(f"resuming from {out / LAST} after epoch {start_epoch}")
-
+    # ============================================================ tracking
     label_fraction = cfg.label_fraction if cfg.label_fraction is not None else round(len(chosen) / pool_size, 4)
     params = flatten(config_to_dict(cfg))
     params.update({"init": cfg.init, "freeze": cfg.freeze, "label_fraction": label_fraction,
-                   "num_labeled": len(chosen), "seed": cfg.seed, "encoder": m.encoder,
+                   "num_labeled": len(chosen), "seed": cfg.seed, "encoder": m.encoder, "target": m.target,
                    "pretrain_run_id": init_info["pretrain_run_id"], "init_source": init_info["init_source"],
                    "label_pool": pool_size, "num_val": len(val_pairs), "world_size": dist.world_size,
                    "global_batch": global_batch})
@@ -307,91 +340,118 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+    select = t.select_metric
 
-    run_ctx = (mlflow_run(cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.tracking_uri,
-                          params=params, tags=tags, run_id=run_id, parent_run_id=parent_run_id)
-               if tracking else contextlib.nullcontext(None))
-    with run_ctx as run:
-        track = _Tracker(tracking)
-        run_id = run.info.run_id if run is not None else None
-        if state is None:
-            track.metrics({f"trainable_params.{k}": v for k, v in counts.items()})
-        bar = tqdm(total=total_steps, initial=start_epoch * t.steps_per_epoch, desc="finetune-seg",
+    def save_best(params_used: PostprocessParams, val: dict, epoch: int, preds) -> None:
+        save_seg_checkpoint(out / BEST, model, mpp=d.mpp, window=d.crop_size, postprocess=params_used, metadata={
+            "epoch": epoch, "val": val, "run_id": run_id, "init": cfg.init, "target": m.target,
+            "select_metric": select, "pretrain_run_id": init_info["pretrain_run_id"], "config": config_to_dict(cfg)})
+        for lp, pair, pred in list(zip(val_loaded, val_pairs, preds))[:t.overlays]:
+            save_overlay_png(out / "overlays" / f"{pair.image_id}.png", lp.image, pred, lp.instances)
+
+    with start_run(cfg.tracking.experiment, cfg.tracking.run_name, tracking_uri=cfg.tracking.tracking_uri,
+                   params=params, tags=tags, run_id=run_id, parent_run_id=parent_run_id,
+                   enabled=tracking) as run:
+        run_id = run.run_id
+        state.run_id = run_id
+        if saved is None:
+            run.log_metrics({f"trainable_params.{k}": v for k, v in counts.items()})
+
+        # ======================================================== epochs
+        bar = tqdm(total=total_steps, initial=state.epoch * t.steps_per_epoch, desc="finetune-seg",
                    unit="step", disable=not (progress and dist.is_main), dynamic_ncols=True)
-        step = start_epoch * t.steps_per_epoch
-        for epoch in range(start_epoch, t.epochs):
-            if stopped:
+        for epoch in range(state.epoch, t.epochs):
+            if state.stopped:
                 break
             t0 = time.time()
             dataset.set_epoch(epoch)
-            net.train()
-            losses = []
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = loss_fn(net(x), y)
-                global_loss = dist_utils.all_reduce_mean(loss)      # the global batch's loss, same on every rank
-                if not torch.isfinite(global_loss):
-                    raise HistoclrError(f"non-finite training loss ({global_loss.item()}) at step {step + 1}; "
-                                        f"lower train.lr (now {t.lr}) or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                losses.append(global_loss.item())
+
+            def on_step(loss: float, epoch=epoch) -> None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}",
-                                best_dice=f"{best['dice']:.3f}" if best else "-")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}",
+                                best=f"{state.best[select]:.3f}" if state.best else "-")
+
+            stats = train_one_epoch(net, model, loader, loss_fn, optimizer, scheduler, device,
+                                    step=epoch * t.steps_per_epoch, grad_clip=t.grad_clip, lr=t.lr, on_step=on_step)
             val, preds, _ = evaluate(model, val_loaded, d.crop_size, t.val_overlap, t.val_batch_size, device,
-                                     keep_preds=t.overlays)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                                     base_params, keep_preds=t.overlays)
+            row = {"epoch": epoch + 1, "train_loss": stats["train_loss"],
                    **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
-            history.append(row)
-            track.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            improved = best is None or val["dice"] > best["dice"]
+            state.history.append(row)
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            improved = state.best is None or val[select] > state.best[select]
             if improved:
-                best = {**val, "epoch": epoch + 1}
-                bad_epochs = 0
-            if improved and dist.is_main:
-                save_seg_checkpoint(out / BEST, model, mpp=d.mpp, window=d.crop_size, metadata={
-                    "epoch": epoch + 1, "val": val, "run_id": run_id, "init": cfg.init,
-                    "pretrain_run_id": init_info["pretrain_run_id"], "config": config_to_dict(cfg)})
-                for lp, pair, pred in list(zip(val_loaded, val_pairs, preds))[:t.overlays]:
-                    save_overlay_png(out / "overlays" / f"{pair.image_id}.png", lp.image, pred, lp.mask)
-            if not improved:
-                bad_epochs += 1
-            stopped = bool(t.patience and bad_epochs >= t.patience)
-            elapsed += time.time() - t0
-            echo(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  val dice {val['dice']:.4f} "
-                 f"iou {val['iou']:.4f} aji {val['aji']:.4f}" + ("  (best)" if improved else "")
-                 + ("  early stop" if stopped else ""))
-            payload = {"format": STATE_FORMAT, "config_key": key, "epoch": epoch + 1,
-                       "model": model.net.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                       "best": best, "history": history, "bad_epochs": bad_epochs, "train_time_s": elapsed,
-                       "stopped": stopped, "run_id": run_id, "world_size": dist.world_size}
+                state.best = {**val, "epoch": epoch + 1}
+                state.bad_epochs = 0
+                if dist.is_main:
+                    save_best(base_params, val, epoch + 1, preds)
+            else:
+                state.bad_epochs += 1
+            state.stopped = bool(t.patience and state.bad_epochs >= t.patience)
+            state.epoch = epoch + 1
+            state.train_time_s += time.time() - t0
+            echo(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  val aji {val['aji']:.4f} "
+                 f"pq {val['pq']:.4f} dice {val['dice']:.4f} f1 {val['f1']:.4f}" + ("  (best)" if improved else "")
+                 + ("  early stop" if state.stopped else ""))
             if dist.is_main:
-                atomic_save(out / LAST, lambda tmp, state=payload: torch.save(state, tmp))
+                state.save(out / LAST, model, optimizer, scheduler)
             dist_utils.barrier()        # last.pt is complete before any process moves on
             if on_epoch_end is not None:
                 on_epoch_end(row)
         bar.close()
 
-        result = {"run_id": run_id, "best_val_dice": best["dice"], "val_iou": best["iou"],
-                  "val_aji": best["aji"], "val_pixel_acc": best["pixel_acc"], "best_epoch": best["epoch"],
-                  "train_time_s": elapsed, "num_labeled": len(chosen), "epochs_run": len(history),
-                  "checkpoint": str(out / BEST), "out_dir": str(out)}
-        track.metrics({k: result[k] for k in ("best_val_dice", "val_iou", "val_aji", "val_pixel_acc",
-                                                "best_epoch", "train_time_s")})
+        # ======================================================== post-processing chosen on the training images
+        tuned_now = state.postprocess is None
+        if tuned_now and cfg.postprocess.tune:
+            tuned, table, best_sd = None, [], None
+            if dist.is_main:
+                best_sd = torch.load(out / BEST, map_location="cpu", weights_only=True)["state_dict"]
+                model.net.load_state_dict(best_sd, strict=True)
+                echo(f"choosing the post-processing ({base_params.method}) on the {len(dataset.items)} "
+                     "training image(s) ...")
+                tuned, table = tune_postprocess(model, dataset.items, base_params, d.crop_size, t.val_overlap,
+                                                t.val_batch_size, device)
+            tuned = dist_utils.broadcast_object(tuned)
+            if dist.distributed:
+                model.net.load_state_dict(dist_utils.broadcast_object(best_sd), strict=True)
+            val, preds, _ = evaluate(model, val_loaded, d.crop_size, t.val_overlap, t.val_batch_size, device,
+                                     tuned, keep_preds=t.overlays)
+            echo(f"post-processing chosen on the training images: {tuned.to_dict()}; "
+                 f"val aji {val['aji']:.4f} pq {val['pq']:.4f} dice {val['dice']:.4f}")
+            state.postprocess, state.final = tuned.to_dict(), {**val, "epoch": state.best["epoch"]}
+            if dist.is_main:
+                save_best(tuned, val, state.best["epoch"], preds)
+                atomic_write_json(out / "postprocess_search.json", {"chosen": tuned.to_dict(), "table": table})
+        elif tuned_now:
+            state.postprocess, state.final = base_params.to_dict(), dict(state.best)
+        if tuned_now and dist.is_main:
+            state.save(out / LAST, model, optimizer, scheduler)
+        dist_utils.barrier()
+        best_params, final = PostprocessParams.from_dict(state.postprocess), state.final
+
+        # ======================================================== results
+        result = {"run_id": run_id, "best_val_dice": final["dice"], "val_iou": final["iou"],
+                  "val_aji": final["aji"], "val_pq": final["pq"], "val_dq": final["dq"], "val_sq": final["sq"],
+                  "val_f1": final["f1"], "val_pixel_acc": final["pixel_acc"], "best_epoch": final["epoch"],
+                  "select_metric": select, "postprocess": best_params.to_dict(),
+                  "val_aji_untuned": state.best["aji"], "train_time_s": state.train_time_s,
+                  "num_labeled": len(chosen), "epochs_run": len(state.history), "checkpoint": str(out / BEST),
+                  "out_dir": str(out)}
+        run.log_metrics({k: result[k] for k in ("best_val_dice", "val_iou", "val_aji", "val_pq", "val_dq", "val_sq",
+                                                "val_f1", "val_pixel_acc", "val_aji_untuned", "best_epoch",
+                                                "train_time_s")})
+        if tuned_now:
+            run.log_params({f"postprocess_chosen.{k}": v for k, v in best_params.to_dict().items()})
         if dist.is_main:
-            atomic_write_json(out / "metrics.json", {**result, "history": history})
-        track.artifact(out / BEST, "model")
-        track.artifact(out / "config.yaml")
-        track.artifact(out / "metrics.json")
+            atomic_write_json(out / "metrics.json", {**result, "history": state.history})
+        run.log_artifact(out / BEST, "model")
+        run.log_artifact(out / "config.yaml")
+        run.log_artifact(out / "metrics.json")
+        if (out / "postprocess_search.json").is_file():
+            run.log_artifact(out / "postprocess_search.json")
         if (out / "overlays").is_dir():
-            track.artifact(out / "overlays", "overlays")
-    echo(f"best val dice {result['best_val_dice']:.4f} (epoch {result['best_epoch']}), iou {result['val_iou']:.4f}, "
-         f"aji {result['val_aji']:.4f}; {result['train_time_s']:.0f} s; model {out / BEST}")
+            run.log_artifact(out / "overlays", "overlays")
+    echo(f"best epoch {result['best_epoch']} by val {select}: aji {result['val_aji']:.4f}, pq {result['val_pq']:.4f}, "
+         f"dice {result['best_val_dice']:.4f}, f1 {result['val_f1']:.4f}; {result['train_time_s']:.0f} s; "
+         f"model {out / BEST}")
     return result

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from histoclr.seg.baseline import hed_otsu_segment
+from histoclr.seg.baseline import baseline_scores, hed_otsu_segment
 from histoclr.seg.metrics import dice
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +38,17 @@ def test_finds_synthetic_nuclei():
     assert not hed_otsu_segment(np.full((20, 20, 3), 230, np.uint8)).any()  # blank: nothing
     with pytest.raises(ValueError, match="RGB uint8"):
         hed_otsu_segment(img.astype(np.float32))
+
+
+def test_baseline_scores_per_image_at_the_model_resolution(tmp_path):
+    from histoclr.manifests.pairs import read_pairs_manifest
+    from histoclr.seg.synthetic import write_synthetic_pairs
+
+    pairs = read_pairs_manifest(write_synthetic_pairs(tmp_path, n=2, size=96, mpp=0.5), tmp_path)
+    native, coarser = baseline_scores(pairs, None), baseline_scores(pairs, 1.0)
+    assert len(native) == len(coarser) == 2
+    assert {"dice", "aji"} <= set(native[0]) and all(s["dice"] > 0.8 for s in native)
+    assert all(s["dice"] > 0.5 for s in coarser)  # min_size scaled to the 4x smaller pixel area
 
 
 @pytest.mark.shared_data

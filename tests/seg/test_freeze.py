@@ -8,12 +8,13 @@ import torch
 from histoclr.seg.freeze import (
     STAGES,
     apply_freeze,
-    param_groups,
     parse_freeze_spec,
     stage_modules,
     trainable_parameter_counts,
 )
+from histoclr.config.seg import FinetuneConfig
 from histoclr.seg.model import build_seg_model
+from histoclr.seg.train import build_optimizer
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -85,7 +86,9 @@ def test_trainable_counts_and_param_groups():
     apply_freeze(model, parse_freeze_spec("layer1-2"))  # re-freezing replaces the previous choice
     counts = trainable_parameter_counts(model)
     assert counts["layer1"] == counts["layer2"] == 0 and counts["layer3"] == full["layer3"] > 0
-    groups = param_groups(model, lr=1e-3, encoder_lr_mult=0.1, weight_decay=1e-4)
+    cfg = FinetuneConfig(encoder_lr_mult=0.1)
+    cfg.train.lr, cfg.train.weight_decay = 1e-3, 1e-4
+    groups = build_optimizer(model, cfg).param_groups
     by_name = {g["name"]: g for g in groups}
     assert by_name["encoder"]["lr"] == pytest.approx(1e-4) and by_name["decoder"]["lr"] == pytest.approx(1e-3)
     assert by_name["decoder_no_decay"]["weight_decay"] == 0.0

@@ -1,4 +1,4 @@
-"""Dice / IoU / pixel accuracy / AJI on hand-made arrays with hand-computed values."""
+"""Dice / IoU / pixel accuracy / AJI / PQ / detection F1 on hand-made arrays with hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import pytest
 
 from histoclr.seg.metrics import (
     aggregated_jaccard_index,
+    detection_f1,
     dice,
+    instance_metrics,
     instances_from_binary,
     iou,
+    panoptic_quality,
     pixel_accuracy,
     segmentation_metrics,
 )
@@ -75,9 +78,47 @@ def test_instances_from_binary_and_segmentation_metrics():
 
     gt, pr = aji_case()
     m = segmentation_metrics(pr > 0, gt > 0, gt, min_size=1)
-    assert set(m) == {"dice", "iou", "pixel_acc", "aji"}
+    assert set(m) == {"dice", "iou", "pixel_acc", "aji", "pq", "dq", "sq", "f1"}
     assert m["dice"] == pytest.approx(dice(pr, gt))
     assert m["pixel_acc"] == pytest.approx(pixel_accuracy(pr, gt))
     # from the binary prediction p1 and p2 merge back into one component: g1 is matched
     # exactly (16/16), and p3 stays merged: C = 16 + 8 + 8 + 6 = 38, U = 16 + 32 + 10 + 4 + 4 = 66
     assert m["aji"] == pytest.approx(38 / 66)
+
+
+def test_panoptic_quality_hand_computed():
+    gt, pr = aji_case()
+    # IoU > 0.5 pairs: g1-p1 12/16 = 0.75 and g5-p5 6/10 = 0.6. The merged p3 has IoU 8/16 = 0.5 with
+    # g2 and with g3: not > 0.5, so one prediction over two nuclei matches neither. p2 (split off g1)
+    # is a FP. TP = 2, FP = 3 (p2, p3, p4), FN = 3 (g2, g3, g4).
+    q = panoptic_quality(gt, pr)
+    assert (q["tp"], q["fp"], q["fn"]) == (2, 3, 3)
+    assert q["dq"] == pytest.approx(2 / (2 + 1.5 + 1.5))
+    assert q["sq"] == pytest.approx((0.75 + 0.6) / 2)
+    assert q["pq"] == pytest.approx(0.4 * 0.675)
+    assert panoptic_quality(gt, gt)["pq"] == 1.0
+    empty = np.zeros_like(gt)
+    assert panoptic_quality(empty, empty)["pq"] == 1.0
+    assert panoptic_quality(gt, empty) == {"pq": 0.0, "dq": 0.0, "sq": 0.0, "tp": 0, "fp": 0, "fn": 5}
+    assert panoptic_quality(empty, pr)["fp"] == 5 and panoptic_quality(empty, pr)["pq"] == 0.0
+
+
+def test_detection_f1_by_centroids():
+    gt, pr = aji_case()
+    # centroids (row, col): g1 (1.5, 1.5), g2 (1.5, 6.5), g3 (1.5, 8.5), g4 (8.5, 0.5), g5 (6.5, 5.5);
+    # p1 (1.5, 1), p2 (1.5, 3), p3 (1.5, 7.5), p4 (8.5, 8.5), p5 (6.5, 6.5). Within 1.5 px, one to
+    # one: g1-p1 (0.5), g5-p5 (1), p3 with g2 or g3 (1), p2 is 1.5 from g1 but g1 is taken -> TP = 3
+    f = detection_f1(gt, pr, radius=1.5)
+    assert f["precision"] == pytest.approx(3 / 5) and f["recall"] == pytest.approx(3 / 5)
+    assert f["f1"] == pytest.approx(0.6)
+    assert detection_f1(gt, pr, radius=0.1)["f1"] == 0.0
+    empty = np.zeros_like(gt)
+    assert detection_f1(empty, empty)["f1"] == 1.0 and detection_f1(gt, empty)["f1"] == 0.0
+    assert detection_f1(empty, pr)["f1"] == 0.0
+
+
+def test_instance_metrics_collects_every_score():
+    gt, pr = aji_case()
+    m = instance_metrics(pr, gt)
+    assert m["aji"] == pytest.approx(34 / 70) and m["pq"] == pytest.approx(0.27)
+    assert m["dice"] == pytest.approx(dice(pr, gt)) and 0 <= m["f1"] <= 1

@@ -12,6 +12,7 @@ from histoclr.seg.model import (
     load_seg_checkpoint,
     save_seg_checkpoint,
 )
+from histoclr.seg.postprocess import default_params
 from histoclr.ssl.model import build_encoder, save_backbone
 
 
@@ -84,12 +85,22 @@ def test_imagenet_from_local_file(tmp_path):
 
 def test_checkpoint_roundtrip(tmp_path):
     model = build_seg_model("resnet18", "deeplabv3plus", 8, 1, decoder_channels=16)
-    save_seg_checkpoint(tmp_path / "m.pt", model, mpp=0.5, window=64, metadata={"epoch": 3})
+    save_seg_checkpoint(tmp_path / "m.pt", model, mpp=0.5, window=64, metadata={"epoch": 3},
+                        postprocess=default_params("binary", h=2.0))
     ck = load_seg_checkpoint(tmp_path / "m.pt")
     assert ck.mpp == 0.5 and ck.window == 64 and ck.metadata["epoch"] == 3
+    assert ck.postprocess == default_params("binary", h=2.0)
     assert ck.model.spec == model.spec and not ck.model.training
     for k, v in model.net.state_dict().items():
         assert torch.equal(ck.model.net.state_dict()[k], v)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputFileError, match="bad.pt"):
         load_seg_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("architecture", ["deeplabv3", "deeplabv3plus"])
+@pytest.mark.parametrize("target, channels", [("binary", 2), ("contour", 3), ("distance", 3)])
+def test_every_architecture_with_every_target(architecture, target, channels):
+    model = build_seg_model("resnet18", architecture, decoder_channels=16, target=target).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, channels, 64, 64)

@@ -1,4 +1,5 @@
-"""Sliding-window prediction, resampling to the model's mpp, mask/overlay files, slide regions."""
+"""Sliding-window prediction, resampling to the model's mpp, instance/mask/overlay files, the checkpoint's
+post-processing applied, slide regions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from histoclr.errors import InputFileError
 from histoclr.seg.model import build_seg_model, load_seg_checkpoint, save_seg_checkpoint
+from histoclr.seg.postprocess import PostprocessParams, default_params
 from histoclr.seg.predict import (
     foreground,
     predict_file,
@@ -56,33 +58,83 @@ def test_sliding_window_sigmoid_for_one_class_and_bad_args():
 def checkpoint(tmp_path):
     torch.manual_seed(0)
     model = build_seg_model("resnet18", decoder_channels=16)
-    return load_seg_checkpoint(save_seg_checkpoint(tmp_path / "m.pt", model, mpp=0.5, window=64))
+    return load_seg_checkpoint(save_seg_checkpoint(tmp_path / "m.pt", model, mpp=0.5, window=64,
+                                                   postprocess=default_params("binary", fg_threshold=0.45)))
 
 
 def test_predict_image_returns_input_size(checkpoint):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
-    prob = predict_image(checkpoint, image, image_mpp=0.25)   # resampled to 45 x 65 and back
+    instances, prob = predict_image(checkpoint, image, image_mpp=0.25)   # resampled to 45 x 65 and back
     assert prob.shape == (90, 130) and prob.dtype == np.float32
+    assert instances.shape == (90, 130) and instances.dtype == np.int32
     assert 0 <= prob.min() and prob.max() <= 1
     with pytest.raises(ValueError, match="mpp is unknown"):
         predict_image(checkpoint, image, image_mpp=None)
 
 
-def test_predict_file_writes_mask_and_overlay(checkpoint, tmp_path):
+def test_predict_file_writes_instances_mask_and_overlay(checkpoint, tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (75, 110, 3), dtype=np.uint8)).save(tmp_path / "img.png")
-    res = predict_file(checkpoint, tmp_path / "img.png", tmp_path / "out", mpp=0.5)
-    mask = np.asarray(Image.open(res["mask"]))
-    assert res["mask"].name == "img_mask.png" and mask.shape == (75, 110)
-    assert set(np.unique(mask)) <= {0, 255}
+    res = predict_file(checkpoint, tmp_path / "img.png", tmp_path / "out", mpp=0.5, threshold=0.3)
+    labels = np.asarray(Image.open(res["mask"]))
+    assert res["mask"].name == "img_instances.png" and labels.shape == (75, 110) and labels.dtype == np.uint16
+    assert res["nuclei"] >= 1 and set(np.unique(labels)) - {0} == set(range(1, res["nuclei"] + 1))
     assert np.asarray(Image.open(res["overlay"])).shape == (75, 110, 3)
     res = predict_file(checkpoint, tmp_path / "img.png", tmp_path / "out", assume_mpp=0.5,
-                       mask_format="tiff", labels=True)
+                       mask_format="tiff", binary=True)
     import tifffile
 
-    labels = tifffile.imread(res["mask"])
-    assert res["mask"].suffix == ".tif" and labels.shape == (75, 110) and labels.max() == res["nuclei"]
+    mask = tifffile.imread(res["mask"])
+    assert res["mask"].name == "img_mask.tif" and mask.shape == (75, 110) and set(np.unique(mask)) <= {0, 255}
+
+
+class _Painter(torch.nn.Module):
+    """A 'network' whose contour output is fixed: two touching discs (interior / boundary classes)."""
+
+    def __init__(self, classes: np.ndarray):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.logits = torch.from_numpy(np.stack([(classes == k) * 20.0 - 10.0 for k in range(3)])).float()
+
+    def forward(self, x):
+        return self.logits[None].expand(x.shape[0], -1, -1, -1) + 0 * self.w
+
+
+def test_the_checkpoint_postprocessing_is_what_predict_applies(tmp_path):
+    from histoclr.seg.targets import contour_classes
+
+    yy, xx = np.mgrid[:64, :64]
+    inst = np.zeros((64, 64), np.int32)
+    inst[(yy - 32) ** 2 + (xx - 24) ** 2 <= 100] = 1
+    inst[((yy - 32) ** 2 + (xx - 41) ** 2 <= 100) & (inst == 0)] = 2
+    model = build_seg_model("resnet18", decoder_channels=16, target="contour")
+    params = default_params("contour", marker_threshold=0.2, min_size=10)
+    ck = load_seg_checkpoint(save_seg_checkpoint(tmp_path / "m.pt", model, mpp=None, window=64, postprocess=params))
+    assert ck.postprocess == params                      # round trip of the parameters
+    ck.model = _Painter(contour_classes(inst, 2))
+    ck.model.spec = model.spec
+    instances, _ = predict_image(ck, np.zeros((64, 64, 3), np.uint8), None)
+    assert instances.max() == 2                          # the touching discs come out as two nuclei
+    # a min_size larger than a disc removes both: the parameters really are the checkpoint's
+    ck.postprocess = PostprocessParams.from_dict({**params.to_dict(), "min_size": 1000})
+    assert predict_image(ck, np.zeros((64, 64, 3), np.uint8), None)[0].max() == 0
+
+
+def test_a_checkpoint_from_before_instance_targets_loads_as_components(tmp_path):
+    from dataclasses import asdict
+
+    model = build_seg_model("resnet18", decoder_channels=16)
+    spec = {k: v for k, v in asdict(model.spec).items() if k != "target"}
+    torch.save({"format": "histoclr-seg-model", "version": 1, "spec": spec, "state_dict": model.net.state_dict(),
+                "mpp": 0.5, "window": 64, "mean": [0.5] * 3, "std": [0.2] * 3, "metadata": {}}, tmp_path / "v1.pt")
+    ck = load_seg_checkpoint(tmp_path / "v1.pt")
+    assert ck.model.spec.target == "binary" and ck.postprocess.method == "components"
+    torch.save({"format": "histoclr-seg-model", "version": 1, "spec": {**spec, "colour": 3},
+                "state_dict": {}, "mpp": 0.5, "window": 64}, tmp_path / "odd.pt")
+    with pytest.raises(InputFileError, match="odd.pt.*retrain") as e:
+        load_seg_checkpoint(tmp_path / "odd.pt")
+    assert "\n" not in str(e.value)
 
 
 def test_read_input_errors_name_the_file(checkpoint, tmp_path):
@@ -101,5 +153,5 @@ def test_slide_region_through_openslide(shared_data, checkpoint, tmp_path):
     rgb, mpp, shape, name = read_input(slide, (200, 300, 120, 90), model_mpp=0.5)
     assert shape == (90, 120) and rgb.shape == (90, 120, 3) and mpp == pytest.approx(0.499, abs=1e-3)
     assert name == "CMU-1-Small-Region_x200_y300_w120_h90"
-    res = predict_file(checkpoint, slide, tmp_path / "out", region=(200, 300, 120, 90))
+    res = predict_file(checkpoint, slide, tmp_path / "out", region=(200, 300, 120, 90), binary=True)
     assert np.asarray(Image.open(res["mask"])).shape == (90, 120)

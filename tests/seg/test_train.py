@@ -1,4 +1,5 @@
-"""Fine-tuning on real MoNuSeg crops: loss goes down, checkpoints, MLflow names, resume, aborts."""
+"""Fine-tuning on real MoNuSeg crops: loss goes down for every target, checkpoints, MLflow names, instance
+metrics, post-processing chosen on the training images, resume, aborts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from histoclr.config.loader import load_config
 from histoclr.config.seg import FinetuneConfig
 from histoclr.errors import ConfigError, HistoclrError, InputFileError
-from histoclr.seg.train import build_loss, build_optimizer, cosine_lambda, run_finetune
+from histoclr.seg.losses import build_loss
+from histoclr.seg.train import build_optimizer, run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +28,7 @@ def _client():
 @pytest.fixture
 def pairs_csv(shared_data, tmp_path):
     """A 3-pair manifest: 2 train + 1 val MoNuSeg images of the shared data."""
-    from histoclr.seg.pairs import read_pairs_manifest, write_pairs_manifest
+    from histoclr.manifests.pairs import read_pairs_manifest, write_pairs_manifest
 
 
     pairs = read_pairs_manifest(REPO / "data_manifests" / "monuseg2018_seg_pairs.csv", shared_data)
@@ -45,22 +47,26 @@ def tiny_config(pairs_csv, shared_data, tmp_path, *overrides) -> FinetuneConfig:
         "tracking.experiment=test-finetune", *overrides])
 
 
-def test_a_few_steps_on_real_crops_lower_the_loss(pairs_csv, shared_data):
+@pytest.mark.parametrize("target", ["binary", "contour", "distance"])
+def test_a_few_steps_on_real_crops_lower_the_loss(pairs_csv, shared_data, target):
     from histoclr.seg.dataset import SegCropDataset
     from histoclr.seg.model import build_seg_model
     from histoclr.seg.pairs import read_pairs_manifest
 
     torch.manual_seed(0)
     pairs = [p for p in read_pairs_manifest(pairs_csv, shared_data) if p.split == "train"]
-    ds = SegCropDataset(pairs, 1.0, 64, samples_per_epoch=4, augment=False, seed=0)
+    ds = SegCropDataset(pairs, 1.0, 64, samples_per_epoch=4, augment=False, seed=0, target=target)
     x = torch.stack([ds[i][0] for i in range(4)])
-    y = torch.stack([ds[i][1] for i in range(4)])
-    assert 0 < y.float().mean() < 1   # real crops with nuclei and background
+    y = {k: torch.stack([ds[i][1][k] for i in range(4)]) for k in ds[0][1]}
+    assert 0 < (y["classes"] > 0).float().mean() < 1   # real crops with nuclei and background
+    assert set(y) == ({"classes", "distance"} if target == "distance" else {"classes"})
+    if target == "contour":
+        assert set(torch.unique(y["classes"]).tolist()) == {0, 1, 2}
     cfg = FinetuneConfig()
     cfg.train.lr = 3e-3
-    model = build_seg_model("resnet18", decoder_channels=16)
+    model = build_seg_model("resnet18", decoder_channels=16, target=target)
     opt = build_optimizer(model, cfg)
-    loss_fn = build_loss(2, 1.0)
+    loss_fn = build_loss(target, 2, 1.0, 1.0)
     model.train()
     losses = []
     for _ in range(4):
@@ -72,19 +78,15 @@ def test_a_few_steps_on_real_crops_lower_the_loss(pairs_csv, shared_data):
     assert losses[-1] < losses[0]
 
 
-def test_cosine_schedule():
-    f = cosine_lambda(total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
-    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(1.0) and f(2) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(0.1) and f(6) < f(3)
-
-
 def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data, tmp_path):
     from histoclr.seg.model import load_seg_checkpoint
 
-    cfg = tiny_config(pairs_csv, shared_data, tmp_path, "freeze=layer1-2", "num_labeled=1", "seed=3")
+    cfg = tiny_config(pairs_csv, shared_data, tmp_path, "freeze=layer1-2", "num_labeled=1", "seed=3",
+                      "model.target=contour")
     result = run_finetune(cfg, progress=False)
-    for k in ("run_id", "best_val_dice", "val_iou", "val_aji", "train_time_s"):
-        assert k in result
+    for k in ("run_id", "best_val_dice", "val_iou", "val_aji", "val_pq", "val_dq", "val_sq", "val_f1",
+              "train_time_s"):
+        assert k in result and 0 <= result[k] if k != "run_id" else True
     assert 0 <= result["best_val_dice"] <= 1 and result["num_labeled"] == 1 and result["epochs_run"] == 2
     run = _client().get_run(result["run_id"])
     p, m = run.data.params, run.data.metrics
@@ -92,8 +94,10 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
     assert p["seed"] == "3" and p["encoder"] == "resnet18" and p["pretrain_run_id"] == "none"
     assert p["label_fraction"] == "0.5" and p["trainable_params.layer1"] == "0"
     assert int(p["trainable_params.layer3"]) > 0
-    for k in ("best_val_dice", "val_iou", "val_aji", "train_time_s", "val_dice", "train_loss"):
+    assert p["target"] == "contour" and p["train.select_metric"] == "aji"
+    for k in ("best_val_dice", "val_iou", "val_aji", "val_pq", "val_f1", "train_time_s", "val_dice", "train_loss"):
         assert k in m
+    assert p["postprocess_chosen.method"] == "contour"
     assert m["best_val_dice"] == pytest.approx(result["best_val_dice"])
     history = _client().get_metric_history(result["run_id"], "val_dice")
     assert [h.step for h in history] == [1, 2]
@@ -103,6 +107,15 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
     out = tmp_path / "run"
     ck = load_seg_checkpoint(out / "best.pt")
     assert ck.mpp == 2.0 and ck.window == 64 and ck.metadata["epoch"] == result["best_epoch"]
+    # the best epoch is the one with the best validation AJI (with the configured post-processing)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert result["best_epoch"] == 1 + max(range(2), key=lambda i: (history[i]["val_aji"], -i))
+    # the post-processing chosen on the training images is the checkpoint's, and in the search table
+    search = json.loads((out / "postprocess_search.json").read_text())
+    assert ck.postprocess.to_dict() == search["chosen"] == result["postprocess"]
+    assert ck.model.spec.target == "contour"
+    assert max(r["score"] for r in search["table"]) == pytest.approx(
+        next(r["score"] for r in search["table"] if {k: r[k] for k in search["chosen"]} == search["chosen"]))
     # resuming a finished run re-uses the same MLflow run and trains nothing more
     again = run_finetune(cfg, progress=False)
     assert again["run_id"] == result["run_id"] and again["epochs_run"] == 2

@@ -1,4 +1,4 @@
-"""LARS against a hand computation; lr scaling; warm-up + cosine schedule values."""
+"""LARS against a hand computation; lr scaling; parameter groups; warm-up + cosine schedule values."""
 
 import itertools
 import math
@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from histoclr.config.ssl import OptimConfig
-from histoclr.ssl.optim import (
+from histoclr.optim import (
     LARS,
     build_optimizer,
     build_schedule,
     lr_factor,
     param_groups,
     scaled_lr,
+    warmup_cosine,
 )
 
 
@@ -51,11 +52,11 @@ def test_lars_zero_weight_uses_trust_one():
 def test_param_groups_exclude_bn_and_bias():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     model(torch.zeros(2, 3, 5, 5))
-    groups = param_groups(model, 1e-6, exclude_bn_bias=True)
+    groups = param_groups(model, 1e-6, exclude_1d=True)
     assert [p.shape for p in groups[0]["params"]] == [torch.Size([4, 3, 3, 3]), torch.Size([2, 36])]
     assert groups[1]["weight_decay"] == 0.0 and groups[1]["lars"] is False
     assert len(groups[1]["params"]) == 3                            # bn weight, bn bias, linear bias
-    assert len(param_groups(model, 1e-6, exclude_bn_bias=False)) == 1
+    assert len(param_groups(model, 1e-6, exclude_1d=False)) == 1
 
 
 @pytest.mark.parametrize("scaling,expected", [("linear", 0.3 * 512 / 256), ("sqrt", 0.3 * math.sqrt(512)),
@@ -90,3 +91,30 @@ def test_warmup_fraction_wins():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = build_schedule(opt, OptimConfig(warmup_steps=100, warmup_fraction=0.1), max_steps=50)
     assert sched.get_last_lr()[0] == pytest.approx(1 / 5)
+
+
+def test_param_groups_with_parts_and_lr_multipliers():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    groups = param_groups(model, 1e-4, lr=1e-3, mult={"enc": 0.1},
+                          part_of=lambda name: "enc" if name.startswith("0.") else "dec")
+    by_name = {g["name"]: g for g in groups}
+    assert [g["name"] for g in groups] == ["dec", "dec_no_decay", "enc", "enc_no_decay"]
+    assert by_name["enc"]["lr"] == pytest.approx(1e-4) and by_name["dec"]["lr"] == pytest.approx(1e-3)
+    assert by_name["enc_no_decay"]["weight_decay"] == 0.0 and by_name["enc"]["weight_decay"] == 1e-4
+    assert by_name["enc"]["params"][0] is model[0].weight
+
+
+def test_warmup_cosine_is_lr_factor_on_every_group():
+    w1, w2 = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w1], "lr": 1.0}, {"params": [w2], "lr": 0.1}], lr=1.0)
+    sched = warmup_cosine(opt, warmup=2, max_steps=10, min_lr_ratio=0.1)
+    seen = []
+    for step in range(10):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    for step, (a, b) in enumerate(seen):
+        assert a == pytest.approx(lr_factor(step, 2, 10, 0.1)) and b == pytest.approx(0.1 * a)
+    assert seen[0][0] == pytest.approx(0.5) and seen[1][0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        warmup_cosine(opt, warmup=2, max_steps=0)

@@ -1,17 +1,20 @@
-"""Optimizers and the learning-rate schedule for SimCLR pretraining.
+"""Optimisers, parameter groups and the one learning-rate schedule of both training stages.
 
 * :class:`LARS`: layer-wise adaptive rate scaling, as in the SimCLR reference implementation
   (``tf`` ``LARSOptimizer``): per parameter ``g' = g + wd * w``, trust ratio
   ``eta * ||w|| / ||g'||``, heavy-ball momentum on ``lr * trust * g'``. Parameter groups with
   ``lars=False`` (BatchNorm and biases by default) get a plain momentum step without decay.
-* :func:`build_optimizer`: LARS / AdamW / SGD with the base lr scaled by the global batch.
-* :func:`build_schedule`: step-based linear warm-up then cosine decay (``LambdaLR``).
+* :func:`param_groups`: decay / no-decay groups (1-D tensors: biases and norms), optionally split
+  into named parts with their own learning-rate multipliers (the segmentation encoder vs decoder).
+* :func:`lr_factor` / :func:`warmup_cosine`: step-based linear warm-up then cosine decay to a floor,
+  as torch's ``LambdaLR`` (one multiplier for every group, so group lr ratios are kept).
+* :func:`build_optimizer`: SimCLR's LARS / AdamW / SGD with the base lr scaled by the global batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -81,16 +84,30 @@ def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
     raise ValueError(f"unknown lr_scaling {cfg.lr_scaling!r}")
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool) -> list[dict]:
-    """Two groups: weights (decay, LARS) and 1-d params = BatchNorm/bias (no decay, no LARS)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool = True, *, lr: float | None = None,
+                 part_of: Callable[[str], str] | None = None, mult: Mapping[str, float] | None = None) -> list[dict]:
+    """Optimizer groups over ``model``'s trainable parameters.
+
+    Each parameter goes to the group ``(part, decays)``: ``part = part_of(name)`` (default: one part,
+    ``"all"``), ``decays`` = not (``exclude_1d`` and a 1-D tensor, i.e. a bias or norm parameter).
+    Decaying groups get ``weight_decay`` and ``lars=True``; the others 0 and ``lars=False``. With
+    ``lr``, a group's lr is ``lr * mult.get(part, 1.0)``. Groups are named ``part`` /
+    ``part_no_decay``, ordered by part, decaying first; empty groups are left out.
+    """
+    mult = dict(mult or {})
+    buckets: dict[tuple[str, bool], list] = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if exclude_bn_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lars": True}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars": False})
+        part = part_of(name) if part_of else "all"
+        buckets.setdefault((part, not (exclude_1d and p.ndim <= 1)), []).append(p)
+    groups = []
+    for (part, decays), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        g = {"name": part if decays else f"{part}_no_decay", "params": params,
+             "weight_decay": weight_decay if decays else 0.0, "lars": decays}
+        if lr is not None:
+            g["lr"] = lr * mult.get(part, 1.0)
+        groups.append(g)
     return groups
 
 
@@ -98,6 +115,8 @@ def build_optimizer(params_model: nn.Module, cfg: OptimConfig, global_batch: int
     """The optimizer ``cfg.name`` over ``params_model``'s trainable parameters at the scaled lr."""
     lr = scaled_lr(cfg, global_batch)
     groups = param_groups(params_model, cfg.weight_decay, cfg.exclude_bn_bias_from_wd_and_lars)
+    for g in groups:
+        g.pop("name")
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
     for g in groups:
@@ -121,9 +140,17 @@ def lr_factor(step: int, warmup: int, max_steps: int, min_lr_ratio: float = 0.0)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, max_steps: int,
+                  min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`lr_factor` as a ``LambdaLR``; call ``.step()`` once after every optimizer step."""
+    if max_steps < 1 or warmup < 0 or not 0 <= min_lr_ratio <= 1:
+        raise ValueError(f"need max_steps >= 1, warmup >= 0, 0 <= min_lr_ratio <= 1; got {max_steps}, {warmup}, "
+                         f"{min_lr_ratio}")
+    warmup = min(warmup, max_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, max_steps, min_lr_ratio))
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
                    max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up + cosine ``LambdaLR``; call ``.step()`` once after every optimizer step."""
-    warmup = min(warmup_steps(cfg, max_steps), max_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup, max_steps, cfg.min_lr_ratio))
+    """SimCLR's warm-up (``optim.warmup_steps`` or ``warmup_fraction``) + cosine schedule."""
+    return warmup_cosine(optimizer, warmup_steps(cfg, max_steps), max_steps, cfg.min_lr_ratio)
