@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from histoclr.recipes import stl10 as recipe
 from histoclr.stl10 import write_stl10_split
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,13 +17,6 @@ TINY = ["pretrain.model.proj_hidden_dim=32", "pretrain.model.proj_out_dim=16", "
         "pretrain.train.log_every=1", "data.test_per_class=null", "eval.budgets=[1,2]", "eval.batch_size=16",
         "eval.device=cpu", "eval.max_iter=20", "eval.imagenet_download=false", "experiment=stl10-test"]
 
-
-
-def _pipeline():
-    spec = importlib.util.spec_from_file_location("stl10_simclr", REPO / "pipelines" / "stl10_simclr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tiny_stl10(root: Path) -> None:
@@ -41,10 +34,9 @@ def test_recipe_logs_one_run_per_arm_and_reuses_cached_features(tmp_path, capsys
     from histoclr.config import load_config
     from histoclr.config.stl10 import STL10Config
 
-    pipe = _pipeline()
     _tiny_stl10(tmp_path / "stl10")
-    rc = pipe.main(["--config", str(REPO / "configs/stl10/cpu.yaml"), "--data-root", str(tmp_path / "stl10"),
-                    *TINY, "out_dir=out"])
+    rc = recipe.main(["--config", str(REPO / "configs/stl10/cpu.yaml"), "--data-root", str(tmp_path / "stl10"),
+                      *TINY, "out_dir=out"])
     assert rc == 0, capsys.readouterr().err
 
     client = MlflowClient()
@@ -77,7 +69,7 @@ def test_recipe_logs_one_run_per_arm_and_reuses_cached_features(tmp_path, capsys
     cfg = load_config(STL10Config, REPO / "configs/stl10/cpu.yaml",
                       [*TINY, "out_dir=out", f"data.root={tmp_path / 'stl10'}", f"pretrain.backbone={backbone}",
                        "run_name=again", f"eval.imagenet_weights={backbone}"])  # any local weights file
-    res = pipe.run(cfg, echo=lambda s: None)
+    res = recipe.run(cfg, echo=lambda s: None)
     assert [p.stat().st_mtime_ns for p in caches] == mtimes
     again = {r.info.run_name: r for r in client.search_runs(
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}'")}
@@ -96,7 +88,7 @@ def test_offline_without_data_is_one_line_error(tmp_path, capsys, monkeypatch):
     from torchvision.datasets import STL10
 
     monkeypatch.setattr(STL10, "url", "http://127.0.0.1:9/stl10_binary.tar.gz")  # nothing listens there
-    rc = _pipeline().main(["--config", str(REPO / "configs/stl10/cpu.yaml"), "--data-root", str(tmp_path / "none")])
+    rc = recipe.main(["--config", str(REPO / "configs/stl10/cpu.yaml"), "--data-root", str(tmp_path / "none")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: STL-10 not found") and "--data-root" in err[0]
 
@@ -110,7 +102,7 @@ def test_budget_larger_than_the_train_split_is_refused(tmp_path):
     cfg = load_config(STL10Config, REPO / "configs/stl10/cpu.yaml",
                       [*TINY, f"data.root={tmp_path / 'stl10'}", "eval.budgets=[1,5]"])
     with pytest.raises(HistoclrError, match="5 labels per class asked, the train split has 3"):
-        _pipeline().run(cfg)
+        recipe.run(cfg)
 
 
 @pytest.mark.parametrize("override, message", [
