@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from histoclr.errors import HistoclrError, InputFileError
+from histoclr.images import normalize_image
 
 SPLITS = ("unlabeled", "train", "test")
 BASE_FOLDER = "stl10_binary"
@@ -116,21 +117,18 @@ class STL10Views:
 class STL10Labeled:
     """Labelled images for evaluation: item ``i`` -> ``(x (3, S, S) float32, label int)``.
 
-    Deterministic transform: resize to ``image_size`` (bilinear, antialiased) when it is not 96,
-    scale to [0, 1], normalise with ImageNet mean/std (as the SimCLR views are).
+    Deterministic transform: :func:`histoclr.images.normalize_image` (scale to [0, 1], ImageNet
+    mean/std, as the SimCLR views are), then a resize to ``image_size`` (bilinear, antialiased)
+    when it is not 96.
     """
 
     def __init__(self, base, image_size: int = 96, indices: Sequence[int] | None = None):
-        from histoclr.ssl.augment import IMAGENET_MEAN, IMAGENET_STD
-
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {image_size}")
         self.data = base.data
         self.labels = np.asarray(base.labels, dtype=np.int64)
         self.indices = np.arange(len(self.data)) if indices is None else np.asarray(indices)
         self.image_size = int(image_size)
-        self.mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -141,15 +139,13 @@ class STL10Labeled:
         return self.labels[self.indices]
 
     def __getitem__(self, i: int):
-        import torch
         import torch.nn.functional as F
 
         j = self.indices[i]
-        x = torch.from_numpy(self.data[j].astype(np.float32) / 255.0)  # (3, 96, 96)
+        x = normalize_image(self.data[j].transpose(1, 2, 0))  # (3, 96, 96); bilinear commutes with it
         if self.image_size != x.shape[-1]:
             x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)[0]
-        x = (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
         return x, int(self.labels[j])
 
 

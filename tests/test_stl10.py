@@ -48,7 +48,7 @@ def test_splits_read_back_exactly(tmp_path):
 
 
 def test_labeled_adapter_resizes_and_normalises(tmp_path):
-    from histoclr.ssl.augment import IMAGENET_MEAN, IMAGENET_STD
+    from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
 
     written = write_tiny_stl10(tmp_path)
     test = load_stl10(tmp_path, "test")
