@@ -1,8 +1,8 @@
 """Image files, the lowest layer: file suffixes, RGB and label reads, resolution, normalisation.
 
 Every stage reads single image files through this module, and whole slides through
-:mod:`histoclr.slides.reader`, which builds on it. It imports only :mod:`histoclr.errors` and
-:mod:`histoclr.io`; the image libraries (tifffile, Pillow, torch) are imported where they are used.
+:mod:`histoclr.slides.reader`, which builds on it. It imports only :mod:`histoclr.errors` (and
+torch inside :func:`normalize_image`, so that tiling never loads it).
 
 - suffixes: :data:`IMAGE_SUFFIXES` (single images), :data:`WSI_SUFFIXES` (vendor whole-slide
   formats), :data:`OPENSLIDE_SUFFIXES` and :data:`TILE_INPUT_SUFFIXES` (what ``histoclr tile``
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from histoclr.errors import InputFileError
 
@@ -84,12 +86,8 @@ def image_mpp(path: str | Path) -> float | None:
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
             with tifffile.TiffFile(path) as tf:
                 return tiff_page_mpp(tf.pages[0])
-        from PIL import Image
-
         with Image.open(path) as im:
             return dpi_mpp(im.info.get("dpi"))
     except FileNotFoundError:
@@ -144,13 +142,9 @@ def decode_image(path: str | Path) -> DecodedImage:
     """
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
-
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             return DecodedImage(as_rgb_uint8(page.asarray(), path), tiff_page_mpp(page), "tiff")
-    from PIL import Image
-
     with Image.open(path) as im:
         fmt = (im.format or "image").lower()
         mpp = dpi_mpp(im.info.get("dpi"))
@@ -183,11 +177,7 @@ def _describe(e: BaseException) -> str:
 def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
             return np.asarray(tifffile.imread(path, key=0))
-        from PIL import Image
-
         with Image.open(path) as im:
             return np.asarray(im)
     except FileNotFoundError:
@@ -220,13 +210,9 @@ def image_shape(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
             with tifffile.TiffFile(path) as tf:
                 shape = tf.pages[0].shape
             return int(shape[0]), int(shape[1])
-        from PIL import Image
-
         with Image.open(path) as im:
             w, h = im.size
         return h, w

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
+from histoclr.config.loader import config_to_dict
 from histoclr.errors import ConfigError
 
 FORMATS = ("png", "jpeg")
@@ -17,7 +17,7 @@ class TissueConfig:
     px_per_tile: int = 16
     thumbnail_size: int = 2048
     # Otsu's threshold on HSV saturation is clamped into this range (0..1).
-    saturation_range: List[float] = field(default_factory=lambda: [0.05, 0.10])
+    saturation_range: list[float] = field(default_factory=lambda: [0.05, 0.10])
     pen_filter: bool = True             # drop green/blue pen marks and very dark (black pen) pixels
     # Tissue blobs smaller than / holes smaller than this fraction of a tile's area are removed
     # / filled (measured on the thumbnail).
@@ -28,10 +28,10 @@ class TissueConfig:
 @dataclass
 class TileConfig:
     tile_size: int = 224                # side of a written tile (output pixels)
-    stride: Optional[int] = None        # grid step in output pixels (default: tile_size, no overlap)
-    mpp: Optional[float] = 0.5          # target µm/px of the tiles (set null to tile by `level`)
-    level: Optional[int] = None         # pyramid level to read as is (needs mpp: null)
-    assume_mpp: Optional[float] = None  # µm/px for slides without resolution metadata
+    stride: int | None = None        # grid step in output pixels (default: tile_size, no overlap)
+    mpp: float | None = 0.5          # target µm/px of the tiles (set null to tile by `level`)
+    level: int | None = None         # pyramid level to read as is (needs mpp: null)
+    assume_mpp: float | None = None  # µm/px for slides without resolution metadata
     min_tissue: float = 0.5             # keep tiles whose tissue fraction is at least this
     format: str = "png"                 # png | jpeg
     jpeg_quality: int = 90
@@ -77,8 +77,6 @@ class TileConfig:
 
     def output_options(self) -> dict:
         """The options that decide the tiles (a re-run into the same folder must match them)."""
-        from histoclr.config.loader import config_to_dict
-
         d = config_to_dict(self)
         d.pop("recursive")
         d["stride"] = self.step

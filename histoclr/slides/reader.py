@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from histoclr.errors import InputFileError
 from histoclr.images import decode_image
+
 
 class SlideReader:
     """A slide opened for reading. Subclasses fill the attributes and implement the reads.
@@ -78,8 +80,6 @@ class SlideReader:
 
 def _rgba_to_rgb(img):
     """A PIL RGBA image (OpenSlide's, not premultiplied) as a PIL RGB image on white."""
-    from PIL import Image
-
     if img.getchannel("A").getextrema()[0] == 255:  # fully opaque: the common case, no blending
         return img.convert("RGB")
     bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -144,13 +144,9 @@ class PlainImageReader(SlideReader):
         return out
 
     def read_region_image(self, location, level, size):
-        from PIL import Image
-
         return Image.fromarray(self.read_region(location, level, size))
 
     def thumbnail(self, max_size: int) -> np.ndarray:
-        from PIL import Image
-
         im = Image.fromarray(self._rgb)
         im.thumbnail((max_size, max_size), Image.Resampling.BOX)
         return np.asarray(im)
