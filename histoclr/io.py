@@ -192,12 +192,12 @@ def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint
 
     path = Path(path)
     if path.is_dir():
-        raise InputFileError(path, f"is a folder; expected a {what} ({hint})")
+        raise InputFileError(path, f"is a folder; expected a {what}; {hint}")
     if not path.is_file():
         raise InputFileError(path, f"{what} not found")
     size = path.stat().st_size
     if size == 0:
-        raise InputFileError(path, f"empty file; expected a {what} ({hint})")
+        raise InputFileError(path, f"empty file; expected a {what}; {hint}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  torch raises many types for foreign/truncated files

@@ -28,7 +28,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("content,expected", [
-    (b"", "empty file; expected a backbone file (write one with `histoclr pretrain`)"),
+    (b"", "empty file; expected a backbone file; write one with `histoclr pretrain`"),
     (os.urandom(5000), "not a backbone file: not a complete PyTorch file (5000 bytes; truncated, or another kind of file)"),
     (b"hello\n", "not a backbone file: not a complete PyTorch file (6 bytes;"),
 ])

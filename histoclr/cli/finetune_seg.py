@@ -52,8 +52,6 @@ def finetune_seg(config_path: Path | None, overrides: tuple[str, ...], init, ima
     from histoclr.config.loader import load_config
     from histoclr.config.seg import FinetuneConfig
     from histoclr.errors import ConfigError
-    from histoclr.seg.train import run_finetune
-
     if num_labeled is not None and label_fraction is not None:
         raise ConfigError("give at most one of --num-labeled and --label-fraction")
     cfg = load_config(FinetuneConfig, config_path, overrides)
@@ -73,6 +71,14 @@ def finetune_seg(config_path: Path | None, overrides: tuple[str, ...], init, ima
     if tracking_uri:
         cfg.tracking.tracking_uri = tracking_uri
     cfg.validate()
+    from histoclr.io import check_output_dir
+    from histoclr.tracking import check_tracking_uri
+
+    if cfg.tracking.enabled and int(os.environ.get("RANK", "0")) == 0:
+        check_tracking_uri(cfg.tracking.tracking_uri)      # before any data or model work
+    check_output_dir(cfg.out_dir)
+    from histoclr.seg.train import run_finetune
+
     result = run_finetune(cfg, progress=not no_progress)
     if int(os.environ.get("RANK", "0")) != 0:      # under torchrun only rank 0 reports
         return

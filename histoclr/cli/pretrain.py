@@ -32,10 +32,14 @@ def _warnings_to_stderr():
 @click.option("--resume", default=None, metavar="PATH|auto",
               help="Continue from a checkpoint file, or `auto`: <out_dir>/checkpoints/last.pt when "
               "it exists (else start fresh).")
+@click.option("--resume-with-new-config", is_flag=True,
+              help="Resume although the configuration differs from the checkpoint's (learning rate, "
+              "schedule, steps, ...): the new values apply from the checkpoint's step on; the change "
+              "is logged. Without it such a resume is refused with the list of changed keys.")
 @tracking_uri_option
 @click.pass_context
 def pretrain(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], resume: str | None,
-             tracking_uri: str | None) -> None:
+             resume_with_new_config: bool, tracking_uri: str | None) -> None:
     """SimCLR-pretrain a ResNet encoder on histology tiles (tile manifests from `histoclr tile`).
 
     Trains on the tiles of `data.manifests` with stain-aware `histology` views, holds out a
@@ -51,6 +55,8 @@ def pretrain(ctx: click.Context, config_path: Path | None, overrides: tuple[str,
     """
     from histoclr.config.loader import load_config
     from histoclr.config.pretrain import PretrainConfig
+    from histoclr.io import check_output_dir
+    from histoclr.tracking import check_tracking_uri
 
     cfg = load_config(PretrainConfig, config_path, overrides)
     source = ctx.get_parameter_source("tracking_uri")
@@ -58,16 +64,22 @@ def pretrain(ctx: click.Context, config_path: Path | None, overrides: tuple[str,
         cfg.tracking.tracking_uri = tracking_uri
     main = int(os.environ.get("RANK", "0")) == 0
     echo = click.echo if main else (lambda *a, **k: None)
+    if resume_with_new_config and resume is None:
+        raise click.UsageError("--resume-with-new-config goes with --resume")
+    # cheap checks before any data or model work: nothing is written when they fail
+    if main and cfg.tracking.enabled:
+        check_tracking_uri(cfg.tracking.tracking_uri)
+    check_output_dir(cfg.out_dir)
 
     from histoclr.pretrain.run import prepare_data
     from histoclr.pretrain.run import pretrain as run_pretrain
 
     with _warnings_to_stderr():
+        if resume is not None:
+            _echo_resume(echo, cfg, resume)     # a bad checkpoint fails before the data work
         data = prepare_data(cfg)
         echo(f"pretrain: {data.describe()}")
-        if resume is not None:
-            _echo_resume(echo, cfg, resume)
-        result = run_pretrain(cfg, resume=resume, data=data)
+        result = run_pretrain(cfg, resume=resume, data=data, allow_new_config=resume_with_new_config)
     m = result.metrics
     echo(f"backbone: {result.backbone_path}")
     echo(f"checkpoint: {result.checkpoint_path} (step {m.get('steps', '?')})")

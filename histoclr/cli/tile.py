@@ -68,6 +68,7 @@ def tile(ctx: click.Context, overrides: tuple[str, ...], config_path: Path | Non
     """
     from histoclr.config import load_config
     from histoclr.config.tile import TileConfig
+    from histoclr.io import check_output_dir
     from histoclr.slides.inputs import find_slides
     from histoclr.manifests.tiles import MANIFEST_NAME
     from histoclr.slides.tiler import tile_slides
@@ -84,6 +85,7 @@ def tile(ctx: click.Context, overrides: tuple[str, ...], config_path: Path | Non
     if no_qc:
         kv.append("qc=false")
     cfg = load_config(TileConfig, config_path, kv)
+    check_output_dir(out)
     specs = find_slides(inputs, cfg.recursive)
     result = tile_slides(specs, cfg, out, workers=workers, progress=not quiet)
     skipped = f" ({result.skipped} already done)" if result.skipped else ""

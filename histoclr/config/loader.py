@@ -21,6 +21,15 @@ def _describe(exc: OmegaConfBaseException) -> str:
     return f"{msg} (key: {key})" if key else msg
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``"line 3, column 7: mapping values are not allowed here"`` (1-based), or the first line."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(e).splitlines()[0]
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Return a ``schema`` instance: defaults <- YAML file <- ``key=value`` overrides.
 
@@ -38,7 +47,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys to values")
         layers.append((str(path), OmegaConf.create(data)))

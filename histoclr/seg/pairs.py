@@ -6,6 +6,7 @@ stages and lives in :mod:`histoclr.manifests.pairs`.
 
 from __future__ import annotations
 
+import glob
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ class PairReport:
     pairs: list[SegPair] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     info: dict[str, PairInfo] = field(default_factory=dict)  # image_id -> PairInfo
+
+
+def _unusable_mask(path: Path) -> str:
+    """Why a file with an image's stem is not read as its mask."""
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return (f"found {path}, not used: JPEG is lossy, its compression changes the label values; "
+                "save the masks as PNG (lossless) instead")
+    return f"found {path}, not a mask format (use {', '.join(sorted(MASK_SUFFIX_FORMATS))})"
 
 
 def _files_by_stem(folder: Path, suffixes) -> dict[str, list[Path]]:
@@ -110,7 +119,9 @@ def discover_pairs(images_dir: str | Path, masks_dir: str | Path, *,
     for stem in tqdm(stems, desc="annotations", unit="pair", disable=not progress):
         imgs, msks = images.get(stem, []), masks.get(stem, [])
         if not msks:
-            report.problems.append(f"image without mask: {imgs[0]} (no {stem}.* in {masks_dir})")
+            found = sorted(p for p in masks_dir.glob(f"{glob.escape(stem)}.*") if p.is_file())
+            report.problems.append(f"image without mask: {imgs[0]} "
+                                   + (f"({_unusable_mask(found[0])})" if found else f"(no {stem}.* in {masks_dir})"))
             continue
         if not imgs:
             report.problems.append(f"mask without image: {msks[0]} (no {stem}.* in {images_dir})")

@@ -32,8 +32,8 @@ import numpy as np
 from histoclr.config.tile import TileConfig
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.io import atomic_path, atomic_write_json, atomic_write_text
-from histoclr.slides.inputs import SlideSpec
 from histoclr.manifests.tiles import MANIFEST_NAME, SLIDES_NAME, format_slides_csv, format_tiles_csv
+from histoclr.slides.inputs import SlideSpec
 
 OPTIONS_NAME = "tile_options.json"
 PARTS_DIR = ".parts"
@@ -244,7 +244,11 @@ def write_tiles(spec: SlideSpec, geo: Geometry, tiles: Sequence[tuple[int, int, 
 # ------------------------------------------------------------------ main side
 
 def check_options(out: Path, cfg: TileConfig) -> None:
-    """Record the tiling options in ``out``, or fail if ``out`` holds tiles made with others."""
+    """Record the tiling options in ``out``, or fail if ``out`` holds tiles made with others.
+
+    Options recorded by a run in which no slide was tiled (e.g. all failed for lack of
+    resolution metadata) are replaced: re-running with ``--assume-mpp`` into the same ``out`` works.
+    """
     path = out / OPTIONS_NAME
     want = json.loads(json.dumps(cfg.output_options(), sort_keys=True))
     if path.is_file():
@@ -252,6 +256,9 @@ def check_options(out: Path, cfg: TileConfig) -> None:
             have = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise HistoclrError(f"{path}: unreadable ({e}); delete it to start over") from None
+        if have != want and not any((out / PARTS_DIR).glob("*.json")):
+            atomic_write_json(path, want)   # no slide was tiled with the old options (all failed)
+            return
         if have != want:
             diffs = _diff(have, want)
             raise HistoclrError(

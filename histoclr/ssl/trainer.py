@@ -590,7 +590,7 @@ def config_changes(saved: dict, current: dict, ignored=RESUME_IGNORED) -> list[s
 def load_checkpoint(path: str | Path) -> dict:
     """Read a trainer checkpoint; InputFileError naming the file when it is not one."""
     return load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "SimCLR checkpoint",
-                       "give <out_dir>/checkpoints/last.pt written by `histoclr pretrain`, or --resume auto")
+                       "give a checkpoints/last.pt written by `histoclr pretrain`; delete a damaged one to start over")
 
 
 def _git_commit() -> str:

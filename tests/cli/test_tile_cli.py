@@ -54,13 +54,14 @@ def test_plain_image_needs_assume_mpp(tmp_path):
     r = run(png, "--out", tmp_path / "a", "--tile-size", 64)
     assert r.exit_code == 1
     assert f"error: {png}: no resolution metadata" in r.stderr and "--assume-mpp" in r.stderr
-    r = run(png, "--out", tmp_path / "b", "--tile-size", 64, "--assume-mpp", 0.25,
+    # the re-run the error asks for, into the same --out (nothing was tiled with the old options)
+    r = run(png, "--out", tmp_path / "a", "--tile-size", 64, "--assume-mpp", 0.25,
             "tissue.thumbnail_size=256")
     assert r.exit_code == 0, r.output
     assert "1 ok, 0 failed; 16 tiles" in r.stdout   # 600 px at 0.25 -> 300 px at 0.5: 4 x 4 tiles
-    df = read_tile_manifest(tmp_path / "b")
+    df = read_tile_manifest(tmp_path / "a")
     assert set(df.read_size) == {128} and set(df.level) == {0}
-    slides = (tmp_path / "b" / "slides.csv").read_text()
+    slides = (tmp_path / "a" / "slides.csv").read_text()
     assert ",0.25,assumed,plain-png,16,ok," in slides
 
 
