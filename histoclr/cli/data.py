@@ -27,8 +27,8 @@ def describe(root: Path, out: Path, facts: Path | None, quiet: bool) -> None:
     from collections import Counter
 
     from histoclr.dataroot import describe_root, load_facts
-    from histoclr.manifests.data import format_data_manifest
     from histoclr.io import atomic_write_text
+    from histoclr.manifests.data import format_data_manifest
 
     rules = load_facts(facts) if facts else []
     rows = describe_root(root, rules, progress=not quiet)

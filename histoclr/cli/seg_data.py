@@ -80,8 +80,8 @@ def check(ctx: click.Context, images: Path | None, masks: Path | None, manifest:
     for p in problems:
         click.echo(f"PROBLEM  {p}")
     if preview is not None and ok_pairs:
-        from histoclr.seg.annotations import load_instances
         from histoclr.images import read_rgb
+        from histoclr.seg.annotations import load_instances
         from histoclr.seg.overlay import save_outline_png
 
         for pair in tqdm(ok_pairs, desc="previews", unit="png", disable=quiet):

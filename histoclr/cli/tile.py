@@ -69,8 +69,8 @@ def tile(ctx: click.Context, overrides: tuple[str, ...], config_path: Path | Non
     from histoclr.config import load_config
     from histoclr.config.tile import TileConfig
     from histoclr.io import check_output_dir
-    from histoclr.slides.inputs import find_slides
     from histoclr.manifests.tiles import MANIFEST_NAME
+    from histoclr.slides.inputs import find_slides
     from histoclr.slides.tiler import tile_slides
 
     inputs, kv = split_inputs(overrides)

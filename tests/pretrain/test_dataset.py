@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from histoclr.errors import ConfigError, HistoclrError
-from histoclr.pretrain.dataset import TileDataset, load_tiles, sample_per_slide, split_slides
 from histoclr.manifests.csvfile import ManifestError
+from histoclr.pretrain.dataset import TileDataset, load_tiles, sample_per_slide, split_slides
 
 _spec = importlib.util.spec_from_file_location("synthetic_tiles", Path(__file__).with_name("synthetic_tiles.py"))
 synthetic_tiles = importlib.util.module_from_spec(_spec)

@@ -53,8 +53,8 @@ def test_baseline_scores_per_image_at_the_model_resolution(tmp_path):
 
 @pytest.mark.shared_data
 def test_real_image_dice_plausible(shared_data):
-    from histoclr.seg.dataset import load_pair
     from histoclr.manifests.pairs import read_pairs_manifest
+    from histoclr.seg.dataset import load_pair
 
     pairs = read_pairs_manifest(REPO / "data_manifests/monuseg2018_seg_pairs.csv", shared_data)
     pair = next(p for p in pairs if p.image_id == "TCGA-B0-5710-01Z-00-DX1")

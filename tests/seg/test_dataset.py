@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from skimage.draw import disk
 
+from histoclr.manifests.pairs import SegPair
 from histoclr.seg.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,7 +18,6 @@ from histoclr.seg.dataset import (
     normalize_image,
 )
 from histoclr.seg.metrics import iou
-from histoclr.manifests.pairs import SegPair
 
 XML_SQUARE = ('<Annotations MicronsPerPixel="0.25"><Annotation><Regions>'
               '<Region Id="1"><Vertices><Vertex X="10" Y="10"/><Vertex X="50" Y="10"/>'

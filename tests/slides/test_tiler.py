@@ -12,8 +12,8 @@ from PIL import Image
 from histoclr.config import load_config
 from histoclr.config.tile import TileConfig
 from histoclr.errors import ConfigError, HistoclrError
-from histoclr.slides.inputs import find_slides
 from histoclr.manifests.tiles import TILE_COLUMNS, read_tile_manifest
+from histoclr.slides.inputs import find_slides
 from histoclr.slides.reader import open_slide
 from histoclr.slides.synthetic import write_pyramid_tiff
 from histoclr.slides.tiler import grid, tile_slides
