@@ -12,7 +12,7 @@ as JPEG (quality 90) and once as PNG. Everything runs in ONE process pinned to O
 3. loader: the trainer's own DataLoader with one worker, batch 64, main process and worker pinned
    to the same core (adds collation and the hand-over between processes).
 
-"before" is the recipe with albumentations' own ``HEStain`` / ``RandomRotate90``
+"before" is the recipe with albumentations' own ``HEStain`` / ``RandomRotate90`` / ``Normalize``
 (``fast_ops=False``), "after" the shipped one; rounds interleave them in the same run and the
 median of the rounds is reported.
 
@@ -41,7 +41,8 @@ STEP_OF = {"RandomResizedCrop": "crop + resize", "HorizontalFlip": "flips + rot9
            "VerticalFlip": "flips + rot90", "RandomRotate90": "flips + rot90",
            "FastRandomRotate90": "flips + rot90", "HEStain": "HEStain", "FastHEStain": "HEStain",
            "ColorJitter": "colour jitter", "GaussianBlur": "blur + grayscale", "ToGray": "blur + grayscale",
-           "Normalize": "normalise + to-tensor", "ToTensorV2": "normalise + to-tensor"}
+           "Normalize": "normalise + to-tensor", "FastNormalize": "normalise + to-tensor",
+           "ToTensorV2": "normalise + to-tensor"}
 STEPS = ["decode", "crop + resize", "flips + rot90", "HEStain", "colour jitter", "blur + grayscale",
          "normalise + to-tensor"]
 
@@ -220,9 +221,10 @@ def main() -> None:
              f"colour jitter p 0.8, blur p 0.3), two views per tile; tiles: {origin}, written by "
              f"`histoclr tile` at 0.5 um/px as JPEG (quality 90) and PNG. One process pinned to one core "
              f"(core {core}), torch threads 1; {args.tiles} tiles ({2 * args.tiles} views) per measurement, "
-             f"median of {args.rounds} interleaved rounds. before = albumentations' own `HEStain` and "
-             f"`RandomRotate90` (`fast_ops=False`), after = the shipped recipe (`FastHEStain`, "
-             f"`FastRandomRotate90`: same random draws, images within one grey level per op). "
+             f"median of {args.rounds} interleaved rounds. before = albumentations' own `HEStain`, "
+             f"`RandomRotate90` and `Normalize` (`fast_ops=False`), after = the shipped recipe "
+             f"(`FastHEStain`, `FastRandomRotate90`, `FastNormalize`: same random draws, images within "
+             f"one grey level per op). "
              "Times are CPU time of the process (`time.process_time`, so other jobs on the shared core do "
              "not count) unless marked wall."), "",
             "| step (CPU ms per view) | " + " | ".join(f"{f.upper()} {n}" for f, n in cols) + " |",

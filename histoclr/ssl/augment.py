@@ -10,11 +10,12 @@ not reach them). :func:`seed_views` seeds one pipeline (or a :class:`MultiViewTr
 correlating e.g. the horizontal and vertical flips.) :func:`augment_worker_init_fn` is the
 ``DataLoader(worker_init_fn=...)`` that gives each worker a different, reproducible stream.
 
-Speed: the ``histology`` recipe uses :class:`FastHEStain` and :class:`FastRandomRotate90`, which
-draw exactly the parameters albumentations' ``HEStain`` / ``RandomRotate90`` draw (same random
-stream) and compute the same images on uint8 RGB with a lookup table, one 3x4 colour matrix and
-``cv2.rotate`` (``HEStain``: ~13x faster at 224 px, within one grey level of the original;
-``benchmarks/bench_views.py``). ``fast_ops=False`` builds the albumentations originals.
+Speed: the ``histology`` recipe uses :class:`FastHEStain`, :class:`FastRandomRotate90` and
+:class:`FastNormalize`, which draw exactly the parameters of albumentations' ``HEStain`` /
+``RandomRotate90`` / ``Normalize`` (same random stream) and compute the same images on uint8 RGB
+with lookup tables, one 3x4 colour matrix and ``cv2.rotate`` (HEStain within one grey level of the
+original and ~9x faster at 224 px; the whole recipe ~4-7x: ``benchmarks/bench_views.py``).
+``fast_ops=False`` builds the albumentations originals.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _check_size_scale(image_size: int, scale: Sequence[float]) -> tuple[float, f
 
 
 def _tail(blur_p: float, blur_sigma: Sequence[float], grayscale_p: float,
-          mean: Sequence[float], std: Sequence[float]) -> list:
+          mean: Sequence[float], std: Sequence[float], fast: bool = False) -> list:
     lo, hi = (float(s) for s in blur_sigma)
     if not 0.0 < lo <= hi:
         raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {tuple(blur_sigma)}")
@@ -58,7 +59,7 @@ def _tail(blur_p: float, blur_sigma: Sequence[float], grayscale_p: float,
         # blur_limit=0: kernel size derived from the sampled sigma
         A.GaussianBlur(blur_limit=0, sigma_limit=(lo, hi), p=blur_p),
         A.ToGray(num_output_channels=3, p=grayscale_p),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        (FastNormalize if fast else A.Normalize)(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
         ToTensorV2(),
     ]
 
@@ -122,11 +123,10 @@ def he_stain_uint8(img: np.ndarray, stain_matrix: np.ndarray, scale_factors: np.
     out = _od_to_uint8(od, tissue_map)
     if augment_background:
         return out
-    luma = cv2.transform(img.astype(np.float32), _LUMA)
-    background = luma >= _TISSUE_LUMA
-    if background.any():
+    background = cv2.compare(cv2.transform(img.astype(np.float32), _LUMA), _TISSUE_LUMA, cv2.CMP_GE)
+    if cv2.countNonZero(background):
         plain = _od_to_uint8(od, np.concatenate([(proj @ m).T, np.zeros((3, 1))], axis=1))
-        out[background] = plain[background]
+        cv2.copyTo(plain, background, out)
     return out
 
 
@@ -139,6 +139,24 @@ class FastHEStain(A.HEStain):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             return super().apply(img, stain_matrix, scale_factors, shift_values, **params)
         return he_stain_uint8(img, stain_matrix, scale_factors, shift_values, self.augment_background)
+
+
+class FastNormalize(A.Normalize):
+    """``A.Normalize`` (``normalization="standard"``) of ``(H, W, 3)`` uint8 images as one
+    ``cv2.LUT`` into float32 (a 256 x 3 table of ``(v / max_pixel_value - mean) / std``); other
+    inputs and settings go to the original. Equal to it within float32 rounding."""
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        if (img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or self.normalization != "standard"
+                or self.mean is None or self.std is None):
+            return super().apply(img, **params)
+        table = getattr(self, "_table", None)
+        if table is None:
+            v = np.arange(256, dtype=np.float64)[:, None] / float(self.max_pixel_value)
+            mean = np.broadcast_to(np.asarray(self.mean, np.float64), (3,))
+            std = np.broadcast_to(np.asarray(self.std, np.float64), (3,))
+            table = self._table = ((v - mean) / std).astype(np.float32).reshape(256, 1, 3)
+        return cv2.LUT(img, table)
 
 
 _CV2_ROT90 = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
@@ -176,8 +194,8 @@ def histology_views(image_size: int = 224, scale: Sequence[float] = (0.3, 1.0), 
     ``macenko``, ``vahadane``), which models lab-to-lab stain variation better than a big hue
     jitter; then a mild brightness/contrast/saturation/hue jitter and a light Gaussian blur
     (focus variation). Grayscale is off by default (stain colour carries information).
-    ``fast_ops``: :class:`FastHEStain` / :class:`FastRandomRotate90` (same draws and images, several
-    times faster); false: albumentations' own ``HEStain`` / ``RandomRotate90`` (the reference).
+    ``fast_ops``: :class:`FastHEStain` / :class:`FastRandomRotate90` / :class:`FastNormalize` (same
+    draws and images, several times faster); false: albumentations' own classes (the reference).
     ``(H, W, 3)`` uint8 -> ``(3, image_size, image_size)`` float32.
     """
     lo, hi = _check_size_scale(image_size, scale)
@@ -192,7 +210,7 @@ def histology_views(image_size: int = 224, scale: Sequence[float] = (0.3, 1.0), 
                   intensity_shift_range=tuple(intensity_shift_range),
                   augment_background=augment_background, p=hestain_p),
         A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=jitter_p),
-        *_tail(blur_p, blur_sigma, grayscale_p, mean, std),
+        *_tail(blur_p, blur_sigma, grayscale_p, mean, std, fast=fast_ops),
     ])
 
 

@@ -16,6 +16,7 @@ from histoclr.ssl.augment import (
     IMAGENET_STD,
     VIEW_RECIPES,
     FastHEStain,
+    FastNormalize,
     FastRandomRotate90,
     MultiViewTransform,
     augment_worker_init_fn,
@@ -288,10 +289,21 @@ def test_fast_rot90_equals_numpy():
         assert np.array_equal(out, np.rot90(img, factor)) and out.flags.c_contiguous
 
 
+def test_fast_normalize_equals_normalize(image):
+    fast, ref = FastNormalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    a, b = fast(image=image)["image"], ref(image=image)["image"]
+    assert a.dtype == np.float32 and a.shape == image.shape
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    f32 = image.astype(np.float32)      # not uint8: the original's own code path
+    np.testing.assert_array_equal(fast(image=f32)["image"], ref(image=f32)["image"])
+
+
 def test_fast_ops_same_views_as_reference_for_the_same_seed(image):
     fast, ref = histology_views(image_size=48), histology_views(image_size=48, fast_ops=False)
-    assert [type(t).__name__ for t in fast.transforms][3:5] == ["FastRandomRotate90", "FastHEStain"]
-    assert [type(t).__name__ for t in ref.transforms][3:5] == ["RandomRotate90", "HEStain"]
+    names = [type(t).__name__ for t in fast.transforms]
+    assert names[3:5] == ["FastRandomRotate90", "FastHEStain"] and "FastNormalize" in names
+    names = [type(t).__name__ for t in ref.transforms]
+    assert names[3:5] == ["RandomRotate90", "HEStain"] and "Normalize" in names
     seed_views(fast, 9)
     seed_views(ref, 9)
     level = 1 / (255 * max(IMAGENET_STD))     # one grey level in normalised units
