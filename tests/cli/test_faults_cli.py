@@ -180,7 +180,8 @@ def test_resume_with_a_changed_config_is_refused_unless_asked(tmp_path, manifest
     before, config_before = ckpt.read_bytes(), (tmp_path / "run" / "config.yaml").read_text()
     msg = error_line(invoke("pretrain", *TINY, f"data.manifests=[{manifest}]", "--resume", "auto",
                             "train.max_steps=3", "optim.lr=1e9"))
-    assert msg == (f"{ckpt}: written with another configuration (optim.lr 0.001 -> 1000000000.0; "
+    shown = Path("run") / "checkpoints" / "last.pt"        # out_dir=run, relative to the working folder
+    assert msg == (f"{shown}: written with another configuration (optim.lr 0.001 -> 1000000000.0; "
                    "train.max_steps 2 -> 3); resume with the checkpoint's settings, or pass "
                    "--resume-with-new-config to continue with the new ones")
     assert ckpt.read_bytes() == before and (tmp_path / "run" / "config.yaml").read_text() == config_before
@@ -188,7 +189,7 @@ def test_resume_with_a_changed_config_is_refused_unless_asked(tmp_path, manifest
     r = invoke("pretrain", *TINY, f"data.manifests=[{manifest}]", "--resume", "auto",
                "--resume-with-new-config", "train.max_steps=3", "optim.lr=0.002")
     assert r.exit_code == 0, r.output
-    assert ("warning: resuming " f"{ckpt} at step 2 with a changed configuration: optim.lr 0.001 -> 0.002; "
+    assert ("warning: resuming " f"{shown} at step 2 with a changed configuration: optim.lr 0.001 -> 0.002; "
             "train.max_steps 2 -> 3") in r.output
     assert "max_steps: 3" in (tmp_path / "run" / "config.yaml").read_text()
     client = mlflow.tracking.MlflowClient()
@@ -201,7 +202,7 @@ def test_resume_with_a_changed_config_is_refused_unless_asked(tmp_path, manifest
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(small_disk, manifest):
     out = small_disk("150m") / "run"                     # one checkpoint (~90 MB) fits, two do not
     msg = error_line(invoke("pretrain", *TINY, f"data.manifests=[{manifest}]", f"out_dir={out}",
-                            "train.max_steps=4", "train.checkpoint_every=2"))
+                            "train.max_steps=6", "train.checkpoint_every=2"))    # step 4 does not fit
     ckpt = out / "checkpoints" / "last.pt"
     assert msg == (f"{ckpt}: cannot write the checkpoint of step 4 (No space left on device); {ckpt} "
                    f"(step 2) is kept: free some space and resume from it with --resume {ckpt}")

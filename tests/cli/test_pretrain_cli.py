@@ -70,8 +70,11 @@ def test_pretrain_writes_backbone_logs_checks_and_resumes(manifest, tmp_path):
     for name in ("embedding_map.png", "neighbours.png", "loss_curve.png"):
         assert (tmp_path / "run" / "diagnostics" / name).read_bytes()[:4] == b"\x89PNG"
 
-    # resume: continues the same run from step 2 to step 4
+    # resume: continues the same run from step 2 to step 4 (more steps: a deliberate config change)
     r = run(*TINY, f"data.manifests=[{manifest}]", "--resume", "auto", "train.max_steps=4")
+    assert r.exit_code == 2 and "train.max_steps 2 -> 4" in r.output
+    r = run(*TINY, f"data.manifests=[{manifest}]", "--resume", "auto", "--resume-with-new-config",
+            "train.max_steps=4")
     assert r.exit_code == 0, r.output
     assert "starting at step 2 of 4" in r.output
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
