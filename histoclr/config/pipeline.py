@@ -1,4 +1,4 @@
-"""Typed defaults for the whole pipeline (tile -> pretrain -> ablate -> report) on one data root."""
+"""Typed defaults for the whole pipeline (tile -> pretrain -> ablate -> report -> final model) on one data root."""
 
 from __future__ import annotations
 
@@ -25,11 +25,18 @@ class PipelineConfig:
     ablation_config: str = "configs/ablation/pipeline_cpu.yaml"
     ablation_overrides: List[str] = field(default_factory=list)
     pairs: str = "data_manifests/monuseg2018_seg_pairs.csv"
+    # The pipeline's product: one model fine-tuned with the full fine-tuning config on every label.
+    # final_init: random | imagenet | simclr | auto (the ablation's best init by mean validation AJI)
+    final_config: str = "configs/finetune/cpu.yaml"
+    final_overrides: List[str] = field(default_factory=list)
+    final_init: str = "auto"
     experiment: str = "histoclr-pipeline"
     tracking_uri: Optional[str] = None
 
     def validate(self) -> None:
         if not self.slides:
             raise ConfigError("pipeline: 'slides' must list at least one file or folder")
+        if self.final_init not in ("auto", "random", "imagenet", "simclr"):
+            raise ConfigError(f"pipeline: final_init={self.final_init!r} must be auto, random, imagenet or simclr")
         if self.tile_mpp <= 0 or (self.assume_mpp is not None and self.assume_mpp <= 0):
             raise ConfigError("pipeline: tile_mpp and assume_mpp must be > 0")

@@ -1,15 +1,19 @@
-"""The whole histoclr pipeline on one data root: tile -> pretrain -> ablate -> report.
+"""The whole histoclr pipeline on one data root: tile -> pretrain -> ablate -> report -> final model.
 
     python pipelines/run_all.py --config configs/pipeline/cpu.yaml [key=value ...]
 
 Each stage is the `histoclr` command a user would type, run as its own process, and each one
 resumes: re-running this recipe after an interruption skips finished slides, continues
-pretraining from its last checkpoint and skips finished ablation cells.
+pretraining from its last checkpoint, skips finished ablation cells and resumes the final model.
+The final model is the product: the full fine-tuning config (``final_config``) on every labelled
+image, from the ablation's best initialisation by mean validation AJI (``final_init: auto``; the
+same rule for every arm), logged as the MLflow run ``final model`` tagged ``histoclr.final_model``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -20,6 +24,7 @@ from histoclr.config import load_config
 from histoclr.config.pipeline import PipelineConfig
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.errors import HistoclrError
+from histoclr.tracking import Run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,10 +89,49 @@ def main(argv: list[str] | None = None) -> None:
     # ---------------------------------------------------------------- 4. report
     times["report"] = stage("report", ["report", "--experiment", cfg.experiment, "--out", str(out / "report"),
                                        *tracking])
+    # ---------------------------------------------------------------- 5. the final model
+    init = final_init(cfg.final_init, out / "report" / "summary.csv", pre_dir / "backbone.pt")
+    final_dir = out / "final"
+    times["final model"] = stage("final model", [
+        "finetune-seg", "--config", cfg.final_config, *tracking, "--init", init, "--out", str(final_dir),
+        f"pairs={cfg.pairs}", f"data_root={cfg.data_root}", f"tracking.experiment={cfg.experiment}",
+        "tracking.run_name=final model", *cfg.final_overrides])
+    metrics = json.loads((final_dir / "metrics.json").read_text())
+    _tag_final(metrics["run_id"], cfg.tracking_uri)
     print("\nstage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
     print(f"report: {out / 'report' / 'summary.md'}; compare runs with `histoclr ui`")
+    print(f"final model: {final_dir / 'best.pt'} (init {init}; validation AJI {metrics['val_aji']:.3f}, "
+          f"PQ {metrics['val_pq']:.3f}, Dice {metrics['best_val_dice']:.3f}; MLflow run {metrics['run_id']}, "
+          f"'final model' in experiment {cfg.experiment})\n"
+          f"use it: histoclr predict --model {final_dir / 'best.pt'} IMAGES... --out runs/predictions "
+          "(its post-processing, chosen on the training images, is stored in the file)")
     if ns.doc:
         write_doc(cfg, ns, times, out)
+
+
+def final_init(choice: str, summary_csv: Path, backbone: Path) -> str:
+    """The final model's ``--init``: ``auto`` picks the ablation arm with the best mean validation AJI
+    (over its cells at the largest label budget); ``simclr`` is this pipeline's backbone."""
+    if choice == "simclr":
+        return f"simclr:{backbone}"
+    if choice != "auto":
+        return choice
+    import pandas as pd
+
+    if not summary_csv.is_file():
+        print(f"final model: no ablation summary at {summary_csv}; starting from random init", flush=True)
+        return "random"
+    summary = pd.read_csv(summary_csv)
+    top = summary[summary["label_fraction"] == summary["label_fraction"].max()]
+    best = top.groupby("init")["val_aji_mean"].mean().idxmax()
+    print(f"final model: init {best} (best mean validation AJI at {top['label_fraction'].max():.0%} of the labels)",
+          flush=True)
+    return best
+
+
+def _tag_final(run_id: str | None, tracking_uri: str | None) -> None:
+    if run_id:
+        Run.attach(run_id, tracking_uri).set_tags({"histoclr.final_model": "true"})
 
 
 def write_doc(cfg: PipelineConfig, ns, times: dict[str, float], out: Path) -> None:

@@ -24,20 +24,37 @@ def write_synthetic_pairs(root: str | Path, n: int = 4, size: int = 96, seed: in
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(exist_ok=True)
     pairs = []
-    yy, xx = np.mgrid[:size, :size]
     for i in range(n):
-        img = np.empty((size, size, 3), np.uint8)
-        img[:] = (235, 170, 200)
-        labels = np.zeros((size, size), np.uint8)
-        for k in range(1, 9):
-            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(4, 7)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-            labels[disc] = k
-            img[disc] = (90, 40, 130)
-        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        img, labels = draw_nuclei(rng, size, count=8)
         Image.fromarray(img).save(root / "images" / f"img{i}.png")
-        Image.fromarray(labels).save(root / "masks" / f"img{i}.png")
+        Image.fromarray(labels.astype(np.uint8)).save(root / "masks" / f"img{i}.png")
         pairs.append(SegPair(f"img{i}", root / "images" / f"img{i}.png", root / "masks" / f"img{i}.png",
                              "label_image", "val" if i == 0 else "train", mpp))
     write_pairs_manifest(pairs, root / "pairs.csv", root)
     return root / "pairs.csv"
+
+
+def draw_nuclei(rng: np.random.Generator, size: int, count: int, radius: tuple[int, int] = (4, 7)):
+    """A pink ``(size, size, 3)`` uint8 image with ``count`` dark purple discs (radius in
+    ``[radius[0], radius[1])`` px, placed at random so some touch or overlap; a later disc covers an
+    earlier one) and their int32 instance labels ``(size, size)``."""
+    yy, xx = np.mgrid[:size, :size]
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = (235, 170, 200)
+    labels = np.zeros((size, size), np.int32)
+    margin = radius[1] + 1
+    for k in range(1, count + 1):
+        cy, cx = rng.integers(margin, size - margin), rng.integers(margin, size - margin)
+        r = rng.integers(*radius)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        labels[disc] = k
+        img[disc] = (90, 40, 130)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return img, labels
+
+
+def synthetic_pair(size: int = 1000, seed: int = 0, count: int | None = None):
+    """One ``(image (size, size, 3) uint8, instances (size, size) int32)`` pair with MoNuSeg-like
+    density at 0.25 um/px: nuclei of radius 10-17 px, about one per 40 x 40 px by default."""
+    rng = np.random.default_rng(seed)
+    return draw_nuclei(rng, size, count or max(1, size * size // 1600), radius=(10, 17))

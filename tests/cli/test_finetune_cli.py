@@ -53,7 +53,7 @@ def test_finetune_then_predict(small_config, tmp_path):
     p = run.data.params
     assert (p["init"], p["freeze"], p["num_labeled"], p["seed"], p["pretrain_run_id"], p["encoder_lr_mult"],
             p["train.val_overlap"]) == (f"simclr:{backbone}", "stem,layer1-2", "1", "1", "pre42", "0.1", "0.5")
-    assert {"best_val_dice", "val_iou", "val_aji", "train_time_s"} <= set(run.data.metrics)
+    assert {"best_val_dice", "val_iou", "val_aji", "val_pq", "val_f1", "train_time_s"} <= set(run.data.metrics)
 
     # predict: one good image, one broken file -> the good one is written, exit status 1
     rng = np.random.default_rng(0)
@@ -63,8 +63,13 @@ def test_finetune_then_predict(small_config, tmp_path):
                               str(tmp_path / "good.png"), "--out", str(tmp_path / "pred"), "--mpp", "1.0"])
     assert res.exit_code == 1
     assert "bad.png" in res.output and "1 of 2 input(s) failed" in res.output
-    mask = np.asarray(Image.open(tmp_path / "pred" / "good_mask.png"))
-    assert mask.shape == (70, 90) and (tmp_path / "pred" / "good_overlay.png").is_file()
+    labels = np.asarray(Image.open(tmp_path / "pred" / "good_instances.png"))
+    assert labels.shape == (70, 90) and labels.dtype == np.uint16 and (tmp_path / "pred" / "good_overlay.png").is_file()
+    assert "nuclei" in res.output and "post-processing" in res.output
+    res = runner.invoke(cli, ["predict", "--model", str(tmp_path / "ft" / "best.pt"), str(tmp_path / "good.png"),
+                              "--out", str(tmp_path / "pred"), "--mpp", "1.0", "--binary"])
+    assert res.exit_code == 0, res.output
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "pred" / "good_mask.png"))).tolist()) <= {0, 255}
 
 
 @pytest.mark.parametrize("args, expected", [
