@@ -152,9 +152,8 @@ def check_finite_loss(loss: torch.Tensor | float, step: int, hint: str) -> None:
 
 def _walk(prefix: str, obj, out: list[str]) -> None:
     if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() or obj.is_complex():
-            if not bool(torch.isfinite(obj).all()):
-                out.append(prefix)
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            out.append(prefix)
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
             _walk(f"{prefix}.{k}" if prefix else str(k), v, out)

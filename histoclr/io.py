@@ -226,6 +226,3 @@ def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint
         raise InputFileError(path, f"{what} version {got} is no longer supported (this histoclr reads "
                                    f"version {version}); {hint}")
     return payload
-
-
-load_tagged_torch_file = load_tagged   # the old name (seg/model.py)

@@ -36,8 +36,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from histoclr.errors import HistoclrError
 
@@ -67,7 +68,7 @@ def git_commit(repo: str | Path | None = None) -> str | None:
                              text=True, timeout=10, check=True)
         sha = out.stdout.strip()
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               check=False, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -81,8 +82,6 @@ def truncate_params(params: Mapping[str, Any]) -> dict[str, str]:
         out[str(k)] = s if len(s) <= MAX_PARAM_CHARS else s[:MAX_PARAM_CHARS - 3] + "..."
     return out
 
-
-_params_for_mlflow = truncate_params   # the old name
 
 
 # --------------------------------------------------------------------------- reachability
@@ -334,35 +333,3 @@ def download_artifact(run_id: str, artifact_path: str, dst: str | os.PathLike,
     """Download one artifact of a run into folder ``dst``; the local path."""
     Path(dst).mkdir(parents=True, exist_ok=True)
     return Path(_client(resolve_tracking_uri(tracking_uri)).download_artifacts(run_id, artifact_path, str(dst)))
-
-
-# --------------------------------------------------------------------------- legacy
-@contextlib.contextmanager
-def mlflow_run(experiment: str, run_name: str | None = None, tracking_uri: str | None = None,
-               params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
-               run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
-    """The fluent-API predecessor of :func:`start_run` (yields mlflow's active run); kept until
-    ``seg/train.py`` moves to :func:`start_run`."""
-    import mlflow
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    if run_id is None:
-        mlflow.set_experiment(experiment)
-    all_tags = {"git_commit": git_commit() or "unknown"}
-    all_tags.update(tags or {})
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=all_tags)
-    try:
-        if params and run_id is None:
-            mlflow.log_params(truncate_params(params))
-        yield run
-    except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")
-

@@ -13,9 +13,10 @@ import itertools
 import json
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from histoclr.config.ablation import AblationConfig
 from histoclr.errors import HistoclrError
@@ -226,7 +227,7 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
         t0 = time.time()
         try:
             cell_runner(fcfg, parent_run_id=parent_id, extra_tags={CELL_TAG: key, "histoclr.kind": "ablation-cell"})
-        except Exception as e:  # one failing cell must not stop the others
+        except Exception as e:  # noqa: BLE001  one failing cell must not stop the others
             msg = f"{type(e).__name__}: {e}"
             failed_runs = [r for r in find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
                            if r.info.status in ("FAILED", "RUNNING")]

@@ -13,7 +13,12 @@ from mlflow.tracking import MlflowClient
 
 from histoclr.errors import InputFileError, OutputFileError, TrainingDiverged
 from histoclr.io import save_tagged
-from histoclr.ssl.trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, SimCLRTrainer, load_checkpoint
+from histoclr.ssl.trainer import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    SimCLRTrainer,
+    load_checkpoint,
+)
 
 _spec = importlib.util.spec_from_file_location("trainer_helpers", Path(__file__).with_name("test_trainer.py"))
 _helpers = importlib.util.module_from_spec(_spec)
