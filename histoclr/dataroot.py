@@ -27,7 +27,7 @@ from histoclr.errors import ConfigError, InputFileError
 from histoclr.images import IMAGE_SUFFIXES, TIFF_SUFFIXES, WSI_SUFFIXES, image_mpp
 from histoclr.io import sha256_file
 from histoclr.manifests.data import SPLITS
-from histoclr.slides.reader import open_slide
+from histoclr.slides.reader import open_wsi
 
 FACT_KEYS = ("organ", "split", "source", "licence", "mpp", "magnification")
 
@@ -132,7 +132,7 @@ def annotation_mpp(path: str | Path) -> float | None:
 
 def slide_facts(path: str | Path) -> tuple[float | None, float | None]:
     """``(mpp, objective magnification)`` of a whole-slide image, as its reader reports them."""
-    with open_slide(path) as s:
+    with open_wsi(path) as s:
         return s.mpp, s.objective_power
 
 

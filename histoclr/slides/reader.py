@@ -184,6 +184,24 @@ def open_slide(path: str | Path) -> SlideReader:
         return _open_plain(path, f"OpenSlide error ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
+def open_wsi(path: str | Path) -> OpenSlideReader:
+    """Open ``path`` with OpenSlide only (no plain-image fallback: for metadata of whole slides).
+
+    Raises:
+        InputFileError: missing file, or one OpenSlide cannot open (one line naming it).
+    """
+    import openslide
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "file not found" if not path.exists() else "not a file")
+    try:
+        return OpenSlideReader(path, openslide.OpenSlide(str(path)))
+    except (openslide.OpenSlideError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputFileError(path, f"OpenSlide cannot open this slide ({msg})") from None
+
+
 def level_for_mpp(level_downsamples: Sequence[float], base_mpp: float, target_mpp: float,
                   out_size: int, tolerance: float = 0.01) -> tuple[int, int]:
     """The level to read for tiles of ``out_size`` px at ``target_mpp`` µm/px, and the read size.

@@ -99,3 +99,15 @@ def test_unreadable_file_is_one_line_naming_it(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(InputFileError, match="file not found"):
         open_slide(tmp_path / "nope.svs")
+
+
+def test_open_wsi_reads_metadata_without_plain_fallback(pyramid, tmp_path):
+    from histoclr.errors import InputFileError
+    from histoclr.slides.reader import open_wsi
+
+    with open_wsi(pyramid) as s:
+        assert s.mpp == pytest.approx(0.25) and s.level_count == 3
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"II*\x00garbage")
+    with pytest.raises(InputFileError, match="broken.svs: OpenSlide cannot open this slide"):
+        open_wsi(broken)
