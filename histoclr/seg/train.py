@@ -33,7 +33,7 @@ from tqdm import tqdm
 from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.seg import FinetuneConfig
-from histoclr.errors import HistoclrError, InputFileError
+from histoclr.errors import HistoclrError, InputFileError, TrainingDiverged
 from histoclr.io import atomic_save, atomic_write_json
 from histoclr.optim import param_groups, warmup_cosine
 from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair, normalize_image
@@ -216,9 +216,9 @@ def train_one_epoch(net: torch.nn.Module, model: torch.nn.Module, loader, loss_f
         y = {k: v.to(device, non_blocking=True) for k, v in y.items()}
         loss = loss_fn(net(x), y)
         global_loss = dist_utils.all_reduce_mean(loss)      # the global batch's loss, same on every rank
-        if not torch.isfinite(global_loss):
-            raise HistoclrError(f"non-finite training loss ({global_loss.item()}) at step {step + len(losses) + 1}; "
-                                f"lower train.lr (now {lr}) or check the data")
+        dist_utils.check_finite_loss(global_loss, step + len(losses) + 1,
+                                     f"lower train.lr (now {lr}) or check the data; last.pt holds the last "
+                                     "finished epoch (delete it or set train.resume=false to start over)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -266,9 +266,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
     out = Path(cfg.out_dir)
     device = dist.device
     tracking = cfg.tracking.enabled and dist.is_main
-    if t.sync_batchnorm and dist.distributed and device.type != "cuda":
-        raise HistoclrError("train.sync_batchnorm needs CUDA (torch has no CPU SyncBatchNorm); "
-                            "set train.sync_batchnorm=false for CPU runs")
+    dist_utils.check_sync_batchnorm(t.sync_batchnorm, dist)
     if t.threads:
         torch.set_num_threads(t.threads)
     key = config_key(cfg)
@@ -301,16 +299,11 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
                                          drop_last=True, num_workers=d.num_workers,
                                          persistent_workers=d.num_workers > 0)
     val_loaded = [load_pair(p, d.mpp) for p in val_pairs]
-    if t.sync_batchnorm and dist.distributed:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     apply_freeze(model, parse_freeze_spec(cfg.freeze))
     counts = trainable_parameter_counts(model)
     echo("trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    model.to(device)
-    net: torch.nn.Module = model
+    model, net = dist_utils.prepare_model(model, dist, t.sync_batchnorm)     # SyncBatchNorm, device, DDP
     if dist.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
         echo(f"distributed: {dist.world_size} processes x batch {t.batch_size} = global batch {global_batch}")
 
     # ============================================================ optimiser, schedule, loss
@@ -393,6 +386,12 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
             echo(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  val aji {val['aji']:.4f} "
                  f"pq {val['pq']:.4f} dice {val['dice']:.4f} f1 {val['f1']:.4f}" + ("  (best)" if improved else "")
                  + ("  early stop" if state.stopped else ""))
+            bad = dist_utils.nonfinite_tensors(model, optimizer)
+            if bad:                     # never checkpoint a poisoned state (e.g. BatchNorm running_var)
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: non-finite {', '.join(bad[:3])}"
+                    f"{' ...' if len(bad) > 3 else ''}; {out / LAST} keeps epoch {epoch}; lower train.lr "
+                    f"(now {t.lr})", (epoch + 1) * t.steps_per_epoch)
             if dist.is_main:
                 state.save(out / LAST, model, optimizer, scheduler)
             dist_utils.barrier()        # last.pt is complete before any process moves on

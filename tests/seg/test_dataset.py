@@ -53,11 +53,12 @@ def test_crops_shapes_dtypes_and_determinism():
     assert len(ds) == 6
     for i in range(len(ds)):
         x, y = ds[i]
+        y = y["classes"]
         assert x.shape == (3, 64, 64) and x.dtype == torch.float32
         assert y.shape == (64, 64) and y.dtype == torch.int64
         assert set(y.unique().tolist()) <= {0, 1}
     x0, y0 = ds[2]
-    assert torch.equal(ds[2][0], x0) and torch.equal(ds[2][1], y0)  # same item, same crop
+    assert torch.equal(ds[2][0], x0) and torch.equal(ds[2][1]["classes"], y0["classes"])  # same item, same crop
     ds.set_epoch(1)
     assert not torch.equal(ds[2][0], x0)  # a new epoch, new crops
     with pytest.raises(IndexError):
@@ -65,7 +66,7 @@ def test_crops_shapes_dtypes_and_determinism():
     default = SegCropDataset([], None, crop_size=100, loaded=[blob_pair(0)])
     assert len(default) == 16  # ceil(400 * 400 / 100^2): about one pass over the pixels
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
-    assert batch[0].shape == (3, 3, 64, 64) and batch[1].shape == (3, 64, 64)
+    assert batch[0].shape == (3, 3, 64, 64) and batch[1]["classes"].shape == (3, 64, 64)
 
 
 def test_mask_stays_aligned_with_image_under_augmentation():
@@ -77,6 +78,7 @@ def test_mask_stays_aligned_with_image_under_augmentation():
     agree, agree_flipped, changed = [], [], 0
     for i in range(len(ds)):
         x, y = ds[i]
+        y = y["classes"]
         img = denormalize(x).mean(axis=2)
         y = y.numpy().astype(bool)
         if not 0.05 < y.mean() < 0.95:
@@ -97,6 +99,7 @@ def test_no_augment_is_a_plain_crop():
     ds = SegCropDataset([], None, crop_size=64, samples_per_epoch=4, augment=False,
                         loaded=[lp])
     x, y = ds[0]
+    y = y["classes"]
     img = np.rint(denormalize(x)).astype(np.uint8)[:, :, 0]
     # the crop is somewhere in the source; find it by the mask and compare pixel values
     assert set(np.unique(img)) <= {50, 210}
