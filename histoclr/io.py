@@ -36,6 +36,10 @@ FORMAT_NAMES = {
 }
 
 
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def _reason(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
@@ -188,27 +192,7 @@ def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint
             the file holds (missing, empty, random bytes, truncated, another histoclr format,
             another version).
     """
-    import torch  # heavy; see save_tagged
-
-    path = Path(path)
-    if path.is_dir():
-        raise InputFileError(path, f"is a folder; expected a {what}; {hint}")
-    if not path.is_file():
-        raise InputFileError(path, f"{what} not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise InputFileError(path, f"empty file; expected a {what}; {hint}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  torch raises many types for foreign/truncated files
-        if not zipfile.is_zipfile(path):
-            raise InputFileError(path, f"not a {what}: not a complete PyTorch file ({size} bytes; "
-                                       f"truncated, or another kind of file); {hint}") from None
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
-            detail = "it holds Python objects that weights-only loading refuses"
-        raise InputFileError(path, f"cannot read the {what}: corrupt or foreign PyTorch file "
-                                   f"({detail}); {hint}") from None
+    payload = read_torch_file(path, what, hint)
     other = payload.get("format") if isinstance(payload, dict) else None
     if other != fmt:
         if other in FORMAT_NAMES:
@@ -225,4 +209,31 @@ def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint
                                        f"reads version {version}); upgrade histoclr")
         raise InputFileError(path, f"{what} version {got} is no longer supported (this histoclr reads "
                                    f"version {version}); {hint}")
+    return payload
+
+
+def read_torch_file(path: str | os.PathLike, what: str, hint: str) -> Any:
+    """``torch.load`` (CPU, weights only) with one :class:`InputFileError` naming the file and
+    what was expected for a missing, empty, truncated or foreign file (tagged or not)."""
+    import torch  # heavy; see save_tagged
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, f"is a folder; expected {_a(what)}; {hint}")
+    if not path.is_file():
+        raise InputFileError(path, f"{what} not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputFileError(path, f"empty file; expected {_a(what)}; {hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  torch raises many types for foreign/truncated files
+        if not zipfile.is_zipfile(path):
+            raise InputFileError(path, f"not {_a(what)}: not a complete PyTorch file ({size} bytes; "
+                                       f"truncated, or another kind of file); {hint}") from None
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            detail = "it holds Python objects that weights-only loading refuses"
+        raise InputFileError(path, f"cannot read the {what}: corrupt or foreign PyTorch file "
+                                   f"({detail}); {hint}") from None
     return payload

@@ -146,16 +146,14 @@ def imagenet_state_dict(arch: str, weights_path: str | Path | None = None) -> di
     else torchvision's download/cache. Offline without a cached copy this raises a one-line
     :class:`histoclr.errors.HistoclrError` that says to pass a local file.
     """
-    from histoclr.errors import HistoclrError, InputFileError
+    from histoclr.errors import HistoclrError
 
     if weights_path is not None:
+        from histoclr.io import read_torch_file
+
         weights_path = Path(weights_path)
-        if not weights_path.is_file():
-            raise InputFileError(weights_path, "ImageNet weights file not found")
-        try:
-            sd = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputFileError(weights_path, f"cannot read weights ({str(e).splitlines()[0]})") from None
+        sd = read_torch_file(weights_path, "ImageNet weights file",
+                             f"give torchvision's {arch} ImageNet .pth (e.g. {arch}-*.pth from its cache)")
         if isinstance(sd, dict) and sd.get("format") == BACKBONE_FORMAT:
             sd = sd["state_dict"]
         elif isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
