@@ -22,6 +22,7 @@ from histoclr.config.ablation import AblationConfig
 from histoclr.errors import HistoclrError
 from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
+from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
 from histoclr.tracking import (
     Run,
@@ -46,12 +47,14 @@ class Cell:
 
     init: str
     freeze: str
-    label_fraction: float
+    label_fraction: float | None
     seed: int
+    num_labeled: int | None = None      # a budget in images (then label_fraction is None)
 
     @property
     def label(self) -> str:
-        return f"init={self.init} freeze={self.freeze} labels={self.label_fraction:g} seed={self.seed}"
+        budget = f"n={self.num_labeled}" if self.num_labeled is not None else f"{self.label_fraction:g}"
+        return f"init={self.init} freeze={self.freeze} labels={budget} seed={self.seed}"
 
 
 @dataclass
@@ -66,9 +69,21 @@ class SweepResult:
 
 def expand_grid(cfg: AblationConfig) -> list[Cell]:
     """All cells, seed by seed: the whole grid for the first seed comes first, so a sweep stopped
-    early still compares every init x freeze x budget once."""
-    return [Cell(i, f, float(lf), int(s)) for s, lf, f, i in
-            itertools.product(cfg.seeds, cfg.label_fractions, cfg.freezes, cfg.inits)]
+    early still compares every init x freeze x budget once.
+
+    Budgets are ``label_counts`` (images) when given, else ``label_fractions``; ``grids`` replaces the
+    ``freezes`` x budgets product by the union of its parts."""
+    parts = cfg.grids or [{"freezes": cfg.freezes,
+                           **({"label_counts": cfg.label_counts} if cfg.label_counts
+                              else {"label_fractions": cfg.label_fractions})}]
+    budgets = []                      # (label_fraction, num_labeled, freeze), in order, no repeats
+    for part in parts:
+        values = ([(None, int(n)) for n in part["label_counts"]] if "label_counts" in part
+                  else [(float(f), None) for f in part["label_fractions"]])
+        for (lf, n), f in itertools.product(values, part["freezes"]):
+            if (lf, n, f) not in budgets:
+                budgets.append((lf, n, f))
+    return [Cell(i, f, lf, int(s), n) for s, (lf, n, f), i in itertools.product(cfg.seeds, budgets, cfg.inits)]
 
 
 def _hash(obj: Any) -> str:
@@ -86,7 +101,7 @@ def cell_config(cfg: AblationConfig, cell: Cell, overrides: Sequence[str], track
     fcfg.init = init_value
     fcfg.freeze = cell.freeze
     fcfg.label_fraction = cell.label_fraction
-    fcfg.num_labeled = None
+    fcfg.num_labeled = cell.num_labeled
     fcfg.seed = cell.seed
     if cfg.imagenet_weights:
         fcfg.imagenet_weights = cfg.imagenet_weights
@@ -154,8 +169,6 @@ def _parent_run(cfg: AblationConfig, sweep_key: str, uri: str) -> tuple[Run, boo
 def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: str | None = None,
               cell_runner: Callable | None = None, echo: Callable[[str], None] = print) -> SweepResult:
     """Run every cell of the grid that has not FINISHED yet; returns what happened to each."""
-    from tqdm import tqdm
-
     if cell_runner is None:
         from histoclr.seg.train import run_finetune as cell_runner
 
@@ -178,7 +191,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
          f"{len(planned)} cells, tracking {uri}")
     result = SweepResult(parent_id, parent.get().info.experiment_id)
     try:
-        _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo, tqdm)
+        _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
@@ -191,7 +204,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
     return result
 
 
-def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: SweepResult, echo, tqdm) -> None:
+def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: SweepResult, echo) -> None:
     parent_id = parent.run_id
     encoder = planned[0][1].model.encoder
     imagenet_reason = None
@@ -202,11 +215,12 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
         _log_classical_baseline(parent, planned[0][1], echo)
 
     durations: list[float] = []
-    bar = tqdm(planned, desc="ablation", unit="cell")
+    bar = progress_bar(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
         base_params = {"init": cell.init, "freeze": cell.freeze, "label_fraction": cell.label_fraction,
                        "seed": cell.seed, "encoder": fcfg.model.encoder,
-                       "pretrain_run_id": inits[cell.init][1], "num_labeled": "none"}
+                       "pretrain_run_id": inits[cell.init][1], "target": fcfg.model.target,
+                       "num_labeled": cell.num_labeled if cell.num_labeled is not None else "none"}
         previous = find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:

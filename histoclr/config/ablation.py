@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from histoclr.errors import ConfigError
 
@@ -20,6 +20,11 @@ class AblationConfig:
     inits: List[str] = field(default_factory=lambda: ["random", "imagenet", "simclr:runs/pretrain_cpu/backbone.pt"])
     freezes: List[str] = field(default_factory=lambda: ["none", "layer1-2", "all"])
     label_fractions: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    # Budgets as numbers of labelled images instead (e.g. [1, 2, 10]); when given, label_fractions is unused.
+    label_counts: List[int] = field(default_factory=list)
+    # Sub-grids: each {freezes: [...], label_counts: [...]} (or label_fractions) replaces the
+    # freezes x budgets product for its part, e.g. partial freezing only at the smallest budgets.
+    grids: List[Dict[str, List[Any]]] = field(default_factory=list)
     seeds: List[int] = field(default_factory=lambda: [0, 1])
     imagenet_weights: Optional[str] = None
     out_dir: str = "runs/ablation"
@@ -36,3 +41,17 @@ class AblationConfig:
         for f in self.label_fractions:
             if not 0 < f <= 1:
                 raise ConfigError(f"ablation: label fraction {f} must be in (0, 1]")
+        for n in self.label_counts:
+            if n < 1:
+                raise ConfigError(f"ablation: label count {n} must be >= 1")
+        for i, grid in enumerate(self.grids):
+            unknown = set(grid) - {"freezes", "label_counts", "label_fractions"}
+            if unknown or not grid.get("freezes") or ("label_counts" in grid) == ("label_fractions" in grid):
+                raise ConfigError(f"ablation: grids[{i}] must have 'freezes' and exactly one of 'label_counts' "
+                                  f"or 'label_fractions'" + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
+            for n in grid.get("label_counts", []):
+                if int(n) < 1:
+                    raise ConfigError(f"ablation: grids[{i}] label count {n} must be >= 1")
+            for f in grid.get("label_fractions", []):
+                if not 0 < float(f) <= 1:
+                    raise ConfigError(f"ablation: grids[{i}] label fraction {f} must be in (0, 1]")

@@ -22,17 +22,25 @@ REPO = Path(__file__).resolve().parents[2]
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
 
 
-def paired_differences(runs, metric: str = "best_val_dice"):
-    """Per (freeze, label_fraction): mean, min and max over seeds of SimCLR minus random ``metric``."""
+def paired_differences(runs, metric: str = "val_aji"):
+    """Per (SimCLR init, freeze, label_fraction): mean, min, max and the count of positive differences
+    over seeds of that init minus random init on ``metric`` (same freeze, budget and seed)."""
     import pandas as pd
 
-    runs = runs.assign(arm=runs["init"].map(lambda s: "simclr" if s.startswith("simclr:") else s))
-    wide = runs.pivot_table(index=["freeze", "label_fraction", "seed"], columns="arm", values=metric)
-    if not {"simclr", "random"} <= set(wide.columns):
+    wide = runs.pivot_table(index=["freeze", "label_fraction", "seed"], columns="init", values=metric)
+    if "random" not in wide.columns:
         return pd.DataFrame()
-    diff = (wide["simclr"] - wide["random"]).dropna().rename("diff").reset_index()
-    g = diff.groupby(["freeze", "label_fraction"])["diff"]
-    return pd.DataFrame({"mean": g.mean(), "min": g.min(), "max": g.max(), "n": g.size()}).reset_index()
+    out = []
+    for init in [c for c in wide.columns if str(c).startswith("simclr:")]:
+        diff = (wide[init] - wide["random"]).dropna().rename("diff").reset_index()
+        for (freeze, lf), d in diff.groupby(["freeze", "label_fraction"])["diff"]:
+            out.append({"init": init, "freeze": freeze, "label_fraction": lf, "mean": d.mean(), "min": d.min(),
+                        "max": d.max(), "positive": int((d > 0).sum()), "n": int(d.size)})
+    return pd.DataFrame(out)
+
+
+def _short(init: str) -> str:
+    return Path(init.split(":", 1)[1]).stem if init.startswith("simclr:") else init
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,47 +52,54 @@ def main(argv: list[str] | None = None) -> None:
                     help="the sweep's exact command, quoted in the section")
     ap.add_argument("--note", default="", help="a paragraph on what the numbers say")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/results.md")
+    ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write")
+    ap.add_argument("--img", default="ablation_cpu", help="folder under docs/img/ for the plots")
     args = ap.parse_args(argv)
 
     rep = build_report(args.out, experiment=args.experiment, tracking_uri=args.tracking_uri)
     runs = rep.runs
-    diffs = paired_differences(runs)
-    lines = ["| freeze | labels | seeds | SimCLR − random, val Dice: mean | min | max |", "|---|---|---|---:|---:|---:|"]
-    for _, r in diffs.iterrows():
-        lines.append(f"| {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n'])} | {r['mean']:+.3f} | "
-                     f"{r['min']:+.3f} | {r['max']:+.3f} |")
-    wins = int((diffs["mean"] > 0).sum()) if len(diffs) else 0
+    lines, wins, cells = [], 0, 0
+    for metric, name in (("val_aji", "AJI"), ("val_pq", "PQ"), ("best_val_dice", "Dice")):
+        diffs = paired_differences(runs, metric)
+        lines += ["", f"| SimCLR init | freeze | labels | seeds | SimCLR − random, val {name}: mean | min | max | "
+                      "seeds positive |", "|---|---|---|---|---:|---:|---:|---:|"]
+        for _, r in diffs.iterrows():
+            lines.append(f"| {_short(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n'])} | "
+                         f"{r['mean']:+.3f} | {r['min']:+.3f} | {r['max']:+.3f} | {int(r['positive'])}/{int(r['n'])} |")
+        if metric == "val_aji":
+            wins, cells = (int((diffs["mean"] > 0).sum()), len(diffs)) if len(diffs) else (0, 0)
     table = rep.files[2].read_text()
     print(table)
     print("\n".join(lines))
-    print(f"SimCLR ahead of random (mean over seeds) in {wins} of {len(diffs)} freeze x budget cells")
+    print(f"SimCLR ahead of random on mean val AJI in {wins} of {cells} init x freeze x budget cells")
     if args.no_doc:
         return
 
-    img = REPO / "docs" / "img" / "ablation_cpu"
+    img = REPO / "docs" / "img" / args.img
     img.mkdir(parents=True, exist_ok=True)
     pics = []
     for f in rep.files[3:]:
         shutil.copyfile(f, img / f.name)
-        pics.append(f"![{f.stem}](img/ablation_cpu/{f.name})")
+        pics.append(f"![{f.stem}](img/{args.img}/{f.name})")
     n_cells = len(runs)
     total_min = runs["train_time_s"].sum() / 60
     body = [
         (f"Sweep `{args.experiment}`, parent run `{rep.parent_run_id}`: {n_cells} finished fine-tuning runs "
          f"({total_min:.0f} min of training and validation in all), each one MLflow child run; the `imagenet` "
          "arm is recorded as skipped (no weights offline). Validation: the fixed 3 images; label pool: the "
-         "other 10 (25% = 2 images, 50% = 5, 100% = 10; the subsets are nested and drawn per seed). "
-         "`best_val_dice` is the best epoch's whole-image Dice, chosen on these same validation images "
-         "(the same, slightly optimistic, rule for every arm). Mean ± std over seeds:"), "",
+         "other 10 (the subsets are nested and drawn per seed). Each cell's best epoch is chosen by "
+         "validation AJI on these same validation images (the same, slightly optimistic, rule for every "
+         "arm) and its post-processing on its own training images; `best_val_dice` is that epoch's Dice. "
+         "Mean ± std over seeds:"), "",
         table.rstrip(), "",
-        "Paired by seed (same label subset, crops and decoder initialisation; only the encoder's start differs):", "",
+        "Paired by seed (same label subset, crops and decoder initialisation; only the encoder's start differs):",
         *lines, "",
-        f"SimCLR is ahead of random init on mean val Dice in {wins} of {len(diffs)} freeze x budget cells.",
+        f"SimCLR is ahead of random init on mean val AJI in {wins} of {cells} init x freeze x budget cells.",
     ]
     if args.note:
         body += ["", args.note]
     body += ["", *pics]
-    write_section(SECTION, "\n".join(body), args.command, doc=RESULTS)
+    write_section(args.section, "\n".join(body), args.command, doc=RESULTS)
     print(f"wrote {RESULTS}")
 
 

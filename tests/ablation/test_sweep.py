@@ -8,6 +8,8 @@ the others finish, resume skipping finished cells, and the report's table and pl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -92,3 +94,30 @@ def test_bad_grid_fails_before_any_run(tmp_path):
     with pytest.raises(Exception, match="label fraction"):
         cfg = AblationConfig(label_fractions=[1.5])
         cfg.validate()
+
+
+def test_sub_grids_with_image_counts_expand_seed_major_without_repeats():
+    from histoclr.ablation.sweep import cell_config, expand_grid
+    from histoclr.config.ablation import AblationConfig
+    from histoclr.errors import ConfigError
+
+    cfg = AblationConfig(finetune_config=str(Path(__file__).resolve().parents[2] / "configs/finetune/cpu.yaml"),
+                         inits=["random", "simclr:a.pt"], seeds=[0, 1], grids=[
+        {"freezes": ["none"], "label_counts": [1, 2, 10]},
+        {"freezes": ["layer1-2"], "label_counts": [1, 2]},
+        {"freezes": ["all"], "label_counts": [10]},
+        {"freezes": ["none"], "label_counts": [2]},            # a repeat: not run twice
+    ])
+    cfg.validate()
+    cells = expand_grid(cfg)
+    assert len(cells) == 2 * 2 * (3 + 2 + 1)
+    assert all(c.seed == 0 for c in cells[:12]) and all(c.seed == 1 for c in cells[12:])
+    first = {(c.freeze, c.num_labeled) for c in cells[:12]}
+    assert first == {("none", 1), ("none", 2), ("none", 10), ("layer1-2", 1), ("layer1-2", 2), ("all", 10)}
+    assert cells[0].label == "init=random freeze=none labels=n=1 seed=0" and cells[0].label_fraction is None
+    fcfg = cell_config(cfg, cells[0], ["train.epochs=1"], "sqlite:///x.db", "random")
+    assert fcfg.num_labeled == 1 and fcfg.label_fraction is None
+    for bad in ({"freezes": ["none"]}, {"freezes": ["none"], "label_counts": [1], "label_fractions": [0.5]},
+                {"freezes": ["none"], "label_counts": [0]}, {"freezes": ["none"], "budgets": [1], "label_counts": [1]}):
+        with pytest.raises(ConfigError, match="grids"):
+            AblationConfig(grids=[bad]).validate()
