@@ -169,11 +169,8 @@ class _Readers:
             r = self._open[path] = open_slide(path)
         return r
 
-    def __getstate__(self):
-        return {}
-
-    def __setstate__(self, state):
-        self.__init__()
+    def __getstate__(self):          # open handles never travel to another process
+        return {"_pid": None, "_open": {}}
 
 
 class DenseCrops:
