@@ -1,0 +1,80 @@
+"""Progress bars that read well in a terminal and in a log file (CI, ``nohup``, ``> run.log``).
+
+:func:`progress_bar` is ``tqdm`` with one difference: when its stream is not a terminal, it writes
+one plain line (no ``\\r`` redraws) at most every :func:`log_interval` seconds, plus the final
+state, instead of one redraw per refresh. Every stage's bar (tile, pretrain, finetune-seg, ablate)
+goes through it.
+
+``HISTOCLR_PROGRESS_INTERVAL`` (seconds, default 10) sets the interval outside a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm import tqdm
+
+ENV_INTERVAL = "HISTOCLR_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL_S = 10.0
+
+
+def log_interval() -> float:
+    """Seconds between two progress lines outside a terminal (``HISTOCLR_PROGRESS_INTERVAL``)."""
+    raw = os.environ.get(ENV_INTERVAL, "")
+    try:
+        value = float(raw) if raw else DEFAULT_INTERVAL_S
+    except ValueError:
+        value = DEFAULT_INTERVAL_S
+    return value if value >= 0 else DEFAULT_INTERVAL_S
+
+
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _LineWriter:
+    """A file wrapper for tqdm outside a terminal: each redraw becomes one line; clears vanish."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, s: str) -> int:
+        text = s.replace("\r", "").strip()
+        if text:
+            self.stream.write(text + "\n")
+        return len(s)
+
+    def flush(self) -> None:
+        getattr(self.stream, "flush", lambda: None)()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _LogBar(tqdm):
+    """tqdm for logs: ``set_postfix``/``set_description`` never force a line of their own (the
+    next rate-limited update shows them)."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=False)
+
+
+def progress_bar(iterable=None, **kwargs) -> tqdm:
+    """A ``tqdm(iterable, **kwargs)`` (stream: ``file=``, default stderr) that, outside a terminal,
+    prints a plain line at most every :func:`log_interval` seconds and the last state at close."""
+    stream = kwargs.pop("file", None) or sys.stderr
+    if is_terminal(stream):
+        return tqdm(iterable, file=stream, **kwargs)
+    interval = log_interval()
+    kwargs.update(file=_LineWriter(stream), mininterval=interval, maxinterval=max(interval, 1.0),
+                  miniters=1, dynamic_ncols=False, ascii=True)
+    kwargs.setdefault("ncols", 100)
+    return _LogBar(iterable, **kwargs)
