@@ -36,6 +36,7 @@ from histoclr.config.seg import FinetuneConfig
 from histoclr.errors import HistoclrError, InputFileError, TrainingDiverged
 from histoclr.io import atomic_save, atomic_write_json
 from histoclr.optim import param_groups, warmup_cosine
+from histoclr.progress import progress_bar
 from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair, normalize_image
 from histoclr.seg.freeze import apply_freeze, parse_freeze_spec, trainable_parameter_counts
 from histoclr.seg.losses import build_loss
@@ -351,7 +352,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
             run.log_metrics({f"trainable_params.{k}": v for k, v in counts.items()})
 
         # ======================================================== epochs
-        bar = tqdm(total=total_steps, initial=state.epoch * t.steps_per_epoch, desc="finetune-seg",
+        bar = progress_bar(total=total_steps, initial=state.epoch * t.steps_per_epoch, desc="finetune-seg",
                    unit="step", disable=not (progress and dist.is_main), dynamic_ncols=True)
         for epoch in range(state.epoch, t.epochs):
             if state.stopped:

@@ -33,6 +33,7 @@ from histoclr.config.tile import TileConfig
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.io import atomic_path, atomic_write_json, atomic_write_text
 from histoclr.manifests.tiles import MANIFEST_NAME, SLIDES_NAME, format_slides_csv, format_tiles_csv
+from histoclr.progress import progress_bar
 from histoclr.slides.inputs import SlideSpec
 
 OPTIONS_NAME = "tile_options.json"
@@ -345,8 +346,6 @@ def tile_slides(specs: Sequence[SlideSpec], cfg: TileConfig, out: str | Path, wo
     Raises:
         HistoclrError: ``out`` holds tiles made with other options.
     """
-    from tqdm import tqdm
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
@@ -366,8 +365,8 @@ def tile_slides(specs: Sequence[SlideSpec], cfg: TileConfig, out: str | Path, wo
             todo.append(spec)
     skipped = len(done)
 
-    bar = tqdm(total=0, unit="tile", desc="tiling", dynamic_ncols=True, disable=not progress,
-               file=sys.stderr, postfix={"slides": f"{skipped}/{len(specs)}"})
+    bar = progress_bar(total=0, unit="tile", desc="tiling", dynamic_ncols=True, disable=not progress,
+                       file=sys.stderr, postfix={"slides": f"{skipped}/{len(specs)}"})
     plans: dict[str, SlidePlan] = {}
     rows: dict[str, list[dict]] = {}
     pending: dict[str, int] = {}

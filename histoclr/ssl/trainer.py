@@ -30,6 +30,7 @@ from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.ssl import SSLConfig
 from histoclr.errors import HistoclrError, InputFileError, OutputFileError, TrainingDiverged
 from histoclr.io import ensure_output_dir, load_tagged, save_tagged
+from histoclr.progress import progress_bar
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
 from histoclr.tracking import NO_RUN, Run, git_commit, resolve_tracking_uri, run_exists, start_run
 
@@ -375,10 +376,8 @@ class SimCLRTrainer:
         tc = self.cfg.train
         pbar = None
         if self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            pbar = tqdm(total=tc.max_steps, initial=self.step, desc="pretrain", unit="step",
-                        dynamic_ncols=True)
+            pbar = progress_bar(total=tc.max_steps, initial=self.step, desc="pretrain", unit="step",
+                                dynamic_ncols=True)
         t0, steps0 = time.perf_counter(), self.step
         epoch_metrics: dict = {}
         try:
