@@ -9,22 +9,29 @@ The first ``--skip`` steps (worker start-up, allocator warm-up) are left out. ML
 held-out checks are off (they run once per run, not per step).
 
     .venv/bin/python benchmarks/bench_pretrain.py --manifests /tmp/tiles_monuseg /tmp/tiles_svs
+
+``--dense-vs-tiles``: the cost of dense sampling (``data.mode=dense``, a new random tissue crop
+read from the slides for every item) against fixed tiles of the same size and resolution
+(``data.mode=tiles``, PNG tiles cut by `histoclr tile` from the same slides), interleaved in
+the same process with the same model and views; the ratio of their step times goes to its own
+section of docs/benchmarks.md:
+
+    histoclr tile ../shared/data/monuseg2018/unlabeled/images ../shared/data/monuseg2018/labeled/images \
+        ../shared/data/slides --mpp 0.25 --assume-mpp 0.2527 --tile-size 120 --out /tmp/tiles_dense_bench
+    .venv/bin/python benchmarks/bench_pretrain.py --dense-vs-tiles --manifests /tmp/tiles_dense_bench
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._report import write_section
+from histoclr.docs_sections import RESULTS, write_section
 from histoclr.io import atomic_path, atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +134,6 @@ def report_run(run_dir: Path, command: str, note: str = "",
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from benchmarks._report import RESULTS
     from histoclr.ssl.trainer import load_checkpoint
     from histoclr.tracking import resolve_tracking_uri
 
@@ -177,13 +183,108 @@ def _rates(runs: list[dict]) -> str:
     return ", ".join(f"{r['img_s']:.1f}" for r in runs)
 
 
+def data_cpu_per_item(dataset, n: int, seed: int = 0) -> float:
+    """CPU seconds of this process per item of ``dataset`` through the trainer's seeded path
+    (read + decode + two views), after ``n`` untimed warm-up items (readers opened, caches warm).
+
+    Process CPU time does not count other processes' work, so it is a fair measure on a shared
+    machine; it is the CPU a DataLoader worker spends, which on 2 cores the model does not get.
+    """
+    from histoclr.ssl.trainer import SeededDataset, sample_seed
+
+    ds = SeededDataset(dataset)
+    keys = [(i % len(dataset), sample_seed(seed, 0, i % len(dataset))) for i in range(2 * n)]
+    for key in keys[n:]:
+        ds[key]
+    t0 = time.process_time()
+    for key in keys[:n]:
+        ds[key]
+    return (time.process_time() - t0) / n
+
+
+def dense_vs_tiles(args, note: str = "") -> Path:
+    """Time the dense and the fixed-tile data paths (interleaved runs); write their section."""
+    from histoclr.config.loader import load_config
+    from histoclr.config.pretrain import PretrainConfig
+    from histoclr.pretrain.run import prepare_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [f"train.max_steps={args.steps}", "train.checkpoint_every=0", "tracking.enabled=false",
+                "diagnostics.enabled=false", "snapshots.steps=[]", f"out_dir={tmp}/run", *args.overrides]
+        dense_cfg = load_config(PretrainConfig, args.config, base + ["data.mode=dense"])
+        tiles_cfg = load_config(PretrainConfig, args.config, base + [
+            "data.mode=tiles", f"data.manifests=[{','.join(args.manifests)}]"])
+        dense, tiles = prepare_data(dense_cfg), prepare_data(tiles_cfg)
+        print(f"dense: {dense.describe()}\ntiles: {tiles.describe()}", flush=True)
+        cpu: dict[str, list[float]] = {"tiles": [], "dense": []}
+        for rep in range(3):                   # the data path alone, in process CPU time
+            for name, data in (("tiles", tiles), ("dense", dense)):
+                cpu[name].append(data_cpu_per_item(data.train, args.items, seed=rep))
+                print(f"{name} data path: {1000 * cpu[name][-1]:.2f} CPU ms/item", flush=True)
+        runs: dict[str, list[dict]] = {"tiles": [], "dense": []}
+        for rep in range(args.repeats):        # interleaved, so a load change hits both alike
+            for name, cfg, data in (("tiles", tiles_cfg, tiles), ("dense", dense_cfg, dense)):
+                runs[name].append(measure(cfg, data.train, args.skip))
+                print(f"{name} #{rep + 1}: {runs[name][-1]}", flush=True)
+    best = {k: max(v, key=lambda r: r["img_s"]) for k, v in runs.items()}
+    ratio = best["dense"]["s_step"] / best["tiles"]["s_step"]
+    item = {k: min(v) for k, v in cpu.items()}
+    d, t, v = dense_cfg.data.dense, dense_cfg.train, dense_cfg.views
+    tile_size = load_tile_size(args.manifests)
+    body = [(f"{dense_cfg.model.arch} SimCLR, {v.image_size} px `{v.recipe}` views, batch {t.batch_size} "
+             f"(= {2 * t.batch_size} images/step), {t.num_workers} DataLoader workers, precision {t.precision}, "
+             f"{torch.get_num_threads()} torch threads; {best['dense']['steps']} timed steps per run after "
+             f"{args.skip} warm-up steps; best of {args.repeats} interleaved runs each (all runs: tiles "
+             f"{_rates(runs['tiles'])}, dense {_rates(runs['dense'])} images/s). Both paths feed "
+             f"{d.crop_size} px images at {d.mpp} um/px to the same views: the tiles are "
+             f"{len(tiles.train)} PNG tiles of {tile_size} px cut by `histoclr tile` from the same slides, "
+             f"the dense crops are read from {len(dense.train_slides)} slides/images held open in each worker."),
+            "", "| data path | images/s | s/step | data wait share | data CPU per step (s) |",
+            "|---|---:|---:|---:|---:|"]
+    for name, label in (("tiles", "fixed tiles (`data.mode=tiles`, PNG decode)"),
+                        ("dense", "dense crops (`data.mode=dense`, read from the slides)")):
+        r = best[name]
+        body.append(f"| {label} | {r['img_s']:.1f} | {r['s_step']:.2f} | {100 * r['wait_share']:.1f}% | "
+                    f"{item[name] * t.batch_size:.3f} |")
+    verdict = "within" if ratio <= 1.10 else "**outside**"
+    cpu_ratio = item["dense"] / item["tiles"]
+    body += ["", (f"Step time dense / fixed tiles: **{ratio:.2f}x** ({100 * (ratio - 1):+.0f}%), {verdict} the "
+                  "target of at most +10%. "
+                  f"Data path alone (read + decode + two views per item, process CPU time, best of 3 "
+                  f"interleaved runs of {args.items} items): {1000 * item['tiles']:.2f} ms/item for tiles, "
+                  f"{1000 * item['dense']:.2f} ms/item dense (**{cpu_ratio:.2f}x**); per step that is "
+                  f"{100 * item['dense'] * t.batch_size / best['dense']['s_step']:.1f}% (dense) and "
+                  f"{100 * item['tiles'] * t.batch_size / best['tiles']['s_step']:.1f}% (tiles) of the step time."), ""]
+    if note:
+        body.append(note)
+    cmd = "python benchmarks/bench_pretrain.py --dense-vs-tiles " + " ".join(
+        ["--manifests", *args.manifests, "--steps", str(args.steps), "--skip", str(args.skip),
+         "--repeats", str(args.repeats), "--items", str(args.items)]
+        + ([f"--config {args.config}"] if args.config != str(REPO / "configs" / "pretrain" / "cpu.yaml") else [])
+        + args.overrides)
+    path = write_section("Dense sampling vs fixed tiles (pretraining, CPU)", "\n".join(body), cmd)
+    print(f"dense / tiles step time: {ratio:.3f}x; wrote {path}")
+    return path
+
+
+def load_tile_size(manifests) -> int:
+    """The ``out_size`` of the first tile manifest's tiles."""
+    from histoclr.pretrain.dataset import load_tiles
+
+    return int(load_tiles(manifests[:1])["out_size"].iloc[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report-run", type=Path, default=None,
                     help="instead of benchmarking: write docs/results.md's section for this finished run folder")
     ap.add_argument("--run-command", default="", help="with --report-run: the exact commands of the run")
-    ap.add_argument("--note", default="", help="with --report-run: a paragraph on how to read the numbers")
+    ap.add_argument("--note", default="", help="with --report-run / --dense-vs-tiles: a paragraph on how to read the numbers")
     ap.add_argument("--manifests", nargs="+", help="tiles.csv files or folders")
+    ap.add_argument("--dense-vs-tiles", action="store_true",
+                    help="time data.mode=dense against data.mode=tiles (the --manifests) instead")
+    ap.add_argument("--items", type=int, default=128,
+                    help="with --dense-vs-tiles: items per data-path-alone measurement")
     ap.add_argument("--config", default=str(REPO / "configs" / "pretrain" / "cpu.yaml"))
     ap.add_argument("--steps", type=int, default=8, help="training steps per run")
     ap.add_argument("--skip", type=int, default=2, help="first steps left out of the timing")
@@ -195,6 +296,9 @@ def main() -> None:
         return
     if not args.manifests:
         ap.error("--manifests is required")
+    if args.dense_vs_tiles:
+        dense_vs_tiles(args, args.note)
+        return
 
     from histoclr.config.loader import load_config
     from histoclr.config.pretrain import PretrainConfig
