@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from histoclr.docs_sections import write_section
-from histoclr.seg.dataset import normalize_image
+from histoclr.images import normalize_image
 from histoclr.seg.model import build_seg_model, load_seg_checkpoint
 from histoclr.seg.postprocess import default_params, instances_from_output
 from histoclr.seg.predict import sliding_window_predict, split_output
