@@ -1,4 +1,4 @@
-"""Pair discovery, the pairs manifest and the labelled subset."""
+"""Pair discovery and the labelled subset (the pairs manifest: tests/manifests/test_pairs.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 
 from histoclr.errors import InputFileError
-from histoclr.manifests.pairs import SegPair, read_pairs_manifest, write_pairs_manifest
+from histoclr.manifests.pairs import SegPair
 from histoclr.seg.pairs import discover_pairs, select_labeled
 
-REPO = Path(__file__).resolve().parents[2]
 XML = ('<Annotations MicronsPerPixel="0.5"><Annotation><Regions><Region Id="1"><Vertices>'
        '<Vertex X="2" Y="2"/><Vertex X="9" Y="2"/><Vertex X="9" Y="9"/></Vertices></Region>'
        "</Regions></Annotation></Annotations>")
@@ -57,38 +56,6 @@ def test_discover_pairs_reports_each_problem(tmp_path):
         discover_pairs(images, tmp_path / "nope")
 
 
-def test_manifest_round_trip_and_errors(tmp_path):
-    images, masks = make_dataset(tmp_path / "data")
-    pairs = discover_pairs(images, masks).pairs
-    pairs[0].split = "val"
-    csv = tmp_path / "m" / "pairs.csv"
-    write_pairs_manifest(pairs, csv, tmp_path / "data")
-    text = csv.read_text()
-    assert text.splitlines()[:2] == ["# histoclr-seg-pairs v1",
-                                      "image_id,image,mask,mask_format,split,mpp"]
-    assert "images/good_xml.png,masks/good_xml.xml,aperio_xml,,0.5" in text
-    back = read_pairs_manifest(csv, tmp_path / "data")
-    assert [(p.image_id, p.split, p.mpp) for p in back] == [("good_png", "val", None),
-                                                           ("good_xml", "", 0.5)]
-    assert back[1].image_path == tmp_path / "data/images/good_xml.png"
-
-    with pytest.raises(InputFileError, match="not found under"):
-        read_pairs_manifest(csv, tmp_path)  # wrong root
-    bad = tmp_path / "bad.csv"
-    bad.write_text("image_id,image,mask,mask_format,split,mpp\n")  # no version line
-    with pytest.raises(InputFileError, match="first line should be '# histoclr-seg-pairs v1'"):
-        read_pairs_manifest(bad, tmp_path)
-    bad.write_text("# histoclr-seg-pairs v1\nimage_id,image,mask,split\n")
-    with pytest.raises(InputFileError, match="missing column.*mask_format"):
-        read_pairs_manifest(bad, tmp_path)
-    bad.write_text(text.replace(",val,", ",holdout,"))
-    with pytest.raises(InputFileError, match=r"line 3: split 'holdout'"):
-        read_pairs_manifest(bad, tmp_path / "data")
-    bad.write_text(text.replace(",0.5", ",-1"))
-    with pytest.raises(InputFileError, match="mpp '-1' is not a positive number"):
-        read_pairs_manifest(bad, tmp_path / "data")
-
-
 def fake_pairs(n: int, val: int = 3) -> list[SegPair]:
     return [SegPair(f"img{i:02d}", Path(f"{i}.tif"), Path(f"{i}.xml"), "aperio_xml",
                     "val" if i < val else "train", 0.25) for i in range(n)]
@@ -128,14 +95,3 @@ def test_select_labeled_errors(kwargs, match):
         select_labeled(fake_pairs(13), **kwargs)
     with pytest.raises(ValueError, match="no training images"):
         select_labeled(fake_pairs(3), num_labeled=1)
-
-
-@pytest.mark.shared_data
-def test_committed_manifest_resolves_on_real_data(shared_data):
-    pairs = read_pairs_manifest(REPO / "data_manifests/monuseg2018_seg_pairs.csv", shared_data)
-    assert len(pairs) == 13
-    val = sorted(p.image_id for p in pairs if p.split == "val")
-    assert val == ["TCGA-21-5784-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1"]
-    assert sum(p.split == "train" for p in pairs) == 10
-    assert {p.mpp for p in pairs} == {0.2527} and {p.mask_format for p in pairs} == {"aperio_xml"}
-    assert all(p.image_path.stem == p.mask_path.stem == p.image_id for p in pairs)
