@@ -10,9 +10,9 @@ import pytest
 import tifffile
 
 from histoclr.dataroot import FactRule, classify, describe_root, load_facts, verify_root
+from histoclr.errors import ConfigError, InputFileError
 from histoclr.manifests.csvfile import ManifestError
 from histoclr.manifests.data import DATA_COLUMNS, format_data_manifest, read_data_manifest
-from histoclr.errors import ConfigError, InputFileError
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "data_manifests" / "monuseg2018_cmu1.csv"

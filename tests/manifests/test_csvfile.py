@@ -24,8 +24,8 @@ def test_round_trip_keeps_rows_and_line_numbers(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.kind)
 @pytest.mark.parametrize("text,message", [
     ("{header}\n{row}\n", "not a histoclr {what} (first line should be '# histoclr-{kind} v1'"),
-    ("# histoclr-{kind} v9\n{header}\n{row}\n", "{what} format version 9 is not supported (this histoclr "
-                                               "reads version 1); re-run `histoclr"),
+    ("# histoclr-{kind} v9\n{header}\n{row}\n",
+     "{what} format version 9 is not supported (this histoclr reads version 1); re-run `histoclr"),
     ("# histoclr-{kind} v1\nfoo\n1\n", "missing column(s): "),
     ("# histoclr-{kind} v1\n{header}\n{row}\na\n", "line 4: wrong number of fields"),
     ("# histoclr-{kind} v1\n{header}\n", "{what} lists no "),
