@@ -39,6 +39,7 @@ T0 = time.monotonic()   # the budget counts from here (imports included)
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -70,7 +71,11 @@ class Sizes:
     steps: int                # timed steps per SimCLR phase
     skip: int                 # warm-up steps left out
     workers: int              # DataLoader workers end to end
+    e2e_skip: int             # end-to-end warm-up steps: at least one batch per worker (the prefetched stock)
+    e2e_steps: int            # end-to-end timed steps: several batches per worker (steady state)
+    prefetch_factor: int      # batches in flight per worker end to end (shared memory: workers x this x batch)
     slide_side: int           # side of each synthetic slide at 0.5 um/px (px)
+    tile_workers: int         # `histoclr tile` processes for the synthetic slides
     n_slides: int
     seg_encoder: str
     seg_crop: int
@@ -83,13 +88,15 @@ class Sizes:
     compile_backend: str | None   # None: torch.compile's default (Inductor)
 
 
+_CORES = os.cpu_count() or 1
 GPU = Sizes(device="cuda", arch="resnet50", image_size=224, batch_size=None, precision=None, steps=12, skip=3,
-            workers=os.cpu_count() or 1, slide_side=224 * 24, n_slides=2, seg_encoder="resnet50",
+            workers=_CORES, e2e_skip=_CORES + 2, e2e_steps=3 * _CORES, prefetch_factor=2,
+            slide_side=224 * 24, tile_workers=min(16, _CORES), n_slides=2, seg_encoder="resnet50",
             seg_crop=256, seg_batch=None, seg_steps=15, seg_workers=None, pair_size=768,
             predict_side=4096, predict_batch=32, compile_backend=None)
 SMOKE = Sizes(device="cpu", arch="resnet18", image_size=32, batch_size=4, precision="32", steps=1, skip=1,
-              workers=2, slide_side=224 * 5, n_slides=1, seg_encoder="resnet18", seg_crop=64, seg_batch=2,
-              seg_steps=3, seg_workers=0, pair_size=96, predict_side=128, predict_batch=4,
+              workers=2, e2e_skip=1, e2e_steps=2, prefetch_factor=2, slide_side=224 * 4, tile_workers=1, n_slides=1,
+              seg_encoder="resnet18", seg_crop=64, seg_batch=2, seg_steps=3, seg_workers=0, pair_size=96, predict_side=128, predict_batch=4,
               compile_backend="eager")
 # rough seconds per phase on an H100-class GPU (to skip what would not fit the budget)
 ESTIMATE_S = {"simclr_model_only": 30, "simclr_end_to_end_png": 45, "simclr_data_only_png": 20,
@@ -207,7 +214,7 @@ def make_tile_manifest(root: Path, fmt: str, sz: Sizes) -> Path:
             write_pyramid_tiff(path, side, side, 0.5, [(0, 0, side, side)], levels=2, seed=i)
     out = root / f"tiles_{fmt}"
     cfg = TileConfig(tile_size=224, mpp=0.5, format=fmt, qc=False, min_tissue=0.5)
-    tile_slides(find_slides([slides]), cfg, out, workers=max(1, min(sz.workers, 16)), progress=False,
+    tile_slides(find_slides([slides]), cfg, out, workers=sz.tile_workers, progress=False,
                 log=lambda msg: print(msg, file=sys.stderr))
     return out
 
@@ -231,6 +238,7 @@ def pretrain_config(sz: Sizes, out: Path, manifest: Path | None, *, compile: boo
 
     steps = steps if steps is not None else sz.skip + sz.steps + 1
     over = [f"data.manifests=[{manifest or out / 'none.csv'}]", f"train.max_steps={steps}",
+            f"train.prefetch_factor={sz.prefetch_factor}",
             "train.checkpoint_every=0", f"train.log_every={steps}", "tracking.enabled=false",
             f"train.compile={str(compile).lower()}", "train.sync_batchnorm=false",
             f"train.num_workers={workers}", f"train.device={sz.device}", f"model.arch={sz.arch}",
@@ -284,7 +292,8 @@ def simclr_model_only(sz: Sizes, work: Path, compiled: bool) -> dict:
 
 
 def simclr_end_to_end(sz: Sizes, work: Path, manifest: Path, model_only: dict | None) -> dict:
-    cfg = pretrain_config(sz, fresh_dir(work, "e2e"), manifest, workers=sz.workers)
+    cfg = pretrain_config(sz, fresh_dir(work, "e2e"), manifest, workers=sz.workers,
+                          steps=sz.e2e_skip + sz.e2e_steps + 1)
     b = cfg.train.batch_size
     dataset, n_tiles = tile_dataset(manifest, cfg, b * (cfg.train.max_steps + 1))
     trainer = _trainer(cfg, dataset)
@@ -294,7 +303,7 @@ def simclr_end_to_end(sz: Sizes, work: Path, manifest: Path, model_only: dict | 
         t0 = time.perf_counter()
         trainer.fit()
         res["wall_s"] = time.perf_counter() - t0
-    r = step_rate(trainer.stamped.stamps, trainer.stamped.waits, sz.skip, 2 * b)
+    r = step_rate(trainer.stamped.stamps, trainer.stamped.waits, sz.e2e_skip, 2 * b)
     res.update(views_per_s=r["per_s"], s_per_step=r["s_per_step"], data_wait_share=r["data_wait_share"],
                timed_steps=r["timed_steps"])
     if model_only and "views_per_s" in model_only:
@@ -306,7 +315,7 @@ def simclr_data_only(sz: Sizes, work: Path, manifest: Path) -> dict:
     """The end-to-end DataLoader (same workers, seeding, collation, pinning) without a model."""
     from histoclr.ssl.trainer import EpochSampler, SimCLRTrainer
 
-    steps = sz.skip + sz.steps + 1
+    steps = sz.e2e_skip + max(1, 2 * sz.e2e_steps // 3) + 1
     cfg = pretrain_config(sz, fresh_dir(work, "data"), manifest, workers=sz.workers, steps=steps)
     b = cfg.train.batch_size
     dataset, _ = tile_dataset(manifest, cfg, b * (steps + 1))
@@ -319,7 +328,9 @@ def simclr_data_only(sz: Sizes, work: Path, manifest: Path) -> dict:
         if k + 1 >= steps:
             break
     sync(sz.device)
-    r = step_rate(loader.stamps, loader.waits, sz.skip, 2 * b)
+    r = step_rate(loader.stamps, loader.waits, sz.e2e_skip, 2 * b)
+    del batch, loader               # the workers (and their shared-memory batches) go with the iterator
+    gc.collect()
     return {"views_per_s": r["per_s"], "workers": cfg.train.num_workers, "batch_size": b,
             "timed_batches": r["timed_steps"], "wall_s": time.perf_counter() - t0, "peak_gpu_mem_gib": None}
 
@@ -445,7 +456,8 @@ def render(results: dict, env: dict, smoke: bool) -> str:
             tput, step = f"{r['views_per_s']:.0f} views/s", _fmt(r["s_per_step"], "{:.3f}")
         elif name.startswith("simclr_end_to_end"):
             what = (f"real {name.rsplit('_', 1)[1].upper()} tile manifest ({r['tiles']} tiles), histology views, "
-                    f"{r['workers']} workers, batch {r['batch_size']}")
+                    f"{r['workers']} workers (prefetch {r['prefetch_factor']}), batch {r['batch_size']}, "
+                    f"{r['timed_steps']} timed steps")
             tput, step = f"{r['views_per_s']:.0f} views/s", _fmt(r["s_per_step"], "{:.3f}")
         elif name.startswith("simclr_data_only"):
             what = f"the DataLoader above alone ({r['workers']} workers), no model"
@@ -465,7 +477,8 @@ def render(results: dict, env: dict, smoke: bool) -> str:
         ratio = _fmt(r.get("ratio_to_model_only"), "{:.2f}")
         lines.append(f"| {name} | {what} | {tput} | {step} | {wait} | {ratio} | "
                      f"{_fmt(r.get('peak_gpu_mem_gib'), '{:.2f}')} |")
-    lines += ["", ("Steps after the first few (cuDNN autotuning, compilation, worker start-up) are timed from "
+    lines += ["", ("Steps after the first few (cuDNN autotuning, compilation, worker start-up; end to end: "
+                   "after one batch per worker, so the prefetched stock is not counted) are timed from "
                    "batch hand-over to batch hand-over; the trainer synchronises every step (loss `.item()`). "
                    "data wait = the time the training loop blocked on the DataLoader / step time. "
                    "`finetune_seg` is timed between training forwards (validation excluded); `predict` "
@@ -556,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     results[name] = phases[name]()
                     results[name]["phase_s"] = time.perf_counter() - t0
+                    gc.collect()        # the phase's trainer, DataLoader workers and GPU tensors
                 except Exception as e:  # noqa: BLE001 - one failed phase must not lose the others
                     failed = True
                     results[name] = {"error": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"}
