@@ -1,4 +1,5 @@
-"""`histoclr data describe|verify`: write a data-root manifest, or check a data root against one."""
+"""`histoclr data describe|verify|demo|fetch`: write a data-root manifest, check a data root against one,
+write the built-in demo data root, download public data sets."""
 
 from __future__ import annotations
 
@@ -39,6 +40,46 @@ def describe(root: Path, out: Path, facts: Path | None, quiet: bool) -> None:
                + ", ".join(f"{n} {role}" for role, n in sorted(roles.items())) + ")"
                + (("; labelled split " + ", ".join(f"{n} {s}" for s, n in sorted(splits.items())))
                   if splits else ""))
+
+
+@data.command("demo")
+@click.option("--root", "-r", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write: new, empty, or an earlier demo root.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
+def demo(root: Path, seed: int) -> None:
+    """Write the built-in demo data root (synthetic): a pyramidal slide, 8 tiles with nucleus
+    annotations (Aperio XML, GeoJSON, label images), its pairs and data manifests."""
+    from histoclr.demo import write_demo_root
+
+    paths = write_demo_root(root, seed)
+    click.echo(f"demo data root {paths.root} (synthetic, seed {seed}): slide {paths.slide}, pairs "
+               f"manifest {paths.pairs}, data manifest {paths.manifest}; run the pipeline on it: "
+               "make run DATA=demo")
+
+
+@data.command("fetch")
+@click.argument("name", required=False)
+@click.option("--root", "-r", type=click.Path(file_okay=False, path_type=Path),
+              help="Data root to download into (files go to their usual place under it).")
+@click.option("--list", "list_", is_flag=True, help="List the data sets it knows, with licences.")
+@click.option("--base-url", default=None, help="A mirror holding the files at their data-root paths.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def fetch(name: str | None, root: Path | None, list_: bool, base_url: str | None, quiet: bool) -> None:
+    """Download public data set NAME into --root (sha256 checked, interrupted downloads resume) and
+    describe its files in ROOT/fetched.csv for `histoclr data verify`."""
+    from histoclr.fetch import fetch as fetch_dataset
+    from histoclr.fetch import list_datasets
+
+    if list_ or not name:
+        for line in list_datasets():
+            click.echo(line)
+        if not list_:
+            click.echo("usage: histoclr data fetch NAME --root DIR")
+        return
+    if root is None:
+        raise click.UsageError("give --root DIR, the data root to download into")
+    manifest = fetch_dataset(name, root, progress=not quiet, base_url=base_url, echo=click.echo)
+    click.echo(f"described in {manifest}; check: histoclr data verify --root {root} {manifest}")
 
 
 @data.command("verify")
