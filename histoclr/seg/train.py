@@ -34,14 +34,21 @@ from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.seg import FinetuneConfig
 from histoclr.errors import HistoclrError, InputFileError, TrainingDiverged
-from histoclr.io import atomic_save, atomic_write_json
+from histoclr.io import atomic_write_json, load_tagged, save_tagged
 from histoclr.optim import param_groups, warmup_cosine
 from histoclr.progress import progress_bar
 from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair, normalize_image
 from histoclr.seg.freeze import apply_freeze, parse_freeze_spec, trainable_parameter_counts
 from histoclr.seg.losses import build_loss
 from histoclr.seg.metrics import aggregated_jaccard_index, instance_metrics
-from histoclr.seg.model import SegModelSpec, SegNet, init_encoder, save_seg_checkpoint
+from histoclr.seg.model import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    SegModelSpec,
+    SegNet,
+    init_encoder,
+    save_seg_checkpoint,
+)
 from histoclr.seg.overlay import save_overlay_png
 from histoclr.seg.pairs import read_pairs_manifest, select_labeled
 from histoclr.seg.postprocess import PostprocessParams, choose_params, default_params
@@ -51,6 +58,7 @@ from histoclr.tracking import run_exists, start_run
 LAST = "last.pt"
 BEST = "best.pt"
 STATE_FORMAT = "histoclr-finetune-state"
+STATE_VERSION = 1                # files written before versioning read as version 1
 METRICS = ("dice", "iou", "pixel_acc", "aji", "pq", "dq", "sq", "f1")
 
 
@@ -173,10 +181,10 @@ class FinetuneState:
     final: dict | None = None           # the best epoch's validation metrics with those parameters
 
     def save(self, path: Path, model: SegNet, optimizer, scheduler) -> None:
-        payload = {"format": STATE_FORMAT, **asdict(self), "model": model.net.state_dict(),
-                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                   "torch_rng": torch.get_rng_state()}
-        atomic_save(path, lambda tmp: torch.save(payload, tmp))
+        """Write atomically; a failed write (disk full) is one line naming ``path``, the old file kept."""
+        save_tagged(path, STATE_FORMAT, STATE_VERSION, {
+            **asdict(self), "model": model.net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()})
 
     @classmethod
     def load(cls, path: Path, config_key: str, world_size: int) -> tuple["FinetuneState", dict]:
@@ -185,13 +193,9 @@ class FinetuneState:
         Raises:
             InputFileError: unreadable, not a state file, another configuration or process count.
         """
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputFileError(path, f"cannot read the resume state ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                                 "delete it or set train.resume=false") from None
-        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-            raise InputFileError(path, "not a histoclr fine-tuning state file; delete it or set train.resume=false")
+        payload = load_tagged(path, STATE_FORMAT, STATE_VERSION, "fine-tuning state file",
+                              "delete it or set train.resume=false to start over",
+                              upgrades={None: lambda p: {**p, "version": STATE_VERSION}})   # untagged = version 1
         if payload.get("config_key") != config_key:
             raise InputFileError(path, "belongs to a different configuration; use another out_dir "
                                  "or set train.resume=false to start over")
@@ -405,7 +409,8 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
         if tuned_now and cfg.postprocess.tune:
             tuned, table, best_sd = None, [], None
             if dist.is_main:
-                best_sd = torch.load(out / BEST, map_location="cpu", weights_only=True)["state_dict"]
+                best_sd = load_tagged(out / BEST, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",
+                                      "delete it and last.pt to retrain")["state_dict"]
                 model.net.load_state_dict(best_sd, strict=True)
                 echo(f"choosing the post-processing ({base_params.method}) on the {len(dataset.items)} "
                      "training image(s) ...")
