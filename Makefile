@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
-OUT ?= runs/pipeline
+OUT ?=
 RUN_ARGS ?=
 
 .PHONY: setup postgres run test lint bench clean
@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch, torchvision, segmentation_models_pytorch, openslide, albumentations, mlflow; print('environment ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
+# Without a data root at the default DATA (a fresh clone), or with DATA=demo: the built-in demo on
+# synthetic data (configs/pipeline/demo.yaml, a few minutes), said loudly at the start and the end.
 run: setup
-	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml $(RUN_ARGS) data_root=$(DATA) out_dir=$(OUT)
+	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml $(if $(filter file,$(origin DATA)),--demo-if-missing) $(RUN_ARGS) data_root=$(DATA) $(if $(OUT),out_dir=$(OUT))
 
 test: setup postgres
 	$(BIN)/python -m pytest -q

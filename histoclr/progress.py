@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -57,14 +58,19 @@ class _LineWriter:
 
 
 class _LogBar(tqdm):
-    """tqdm for logs: ``set_postfix``/``set_description`` never force a line of their own (the
-    next rate-limited update shows them)."""
+    """tqdm for logs: every redraw (``update``, ``set_postfix``, a ``refresh()`` after changing
+    ``total``) is held to one line per ``mininterval`` seconds; ``close`` shows the last state."""
 
-    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
-        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+    _last_line = float("-inf")
 
-    def set_description(self, desc=None, refresh=True):
-        super().set_description(desc, refresh=False)
+    def refresh(self, nolock=False, lock_args=None):
+        if self.disable:                # a disabled tqdm has no mininterval
+            return
+        now = time.monotonic()
+        if now - self._last_line < self.mininterval:
+            return
+        self._last_line = now
+        super().refresh(nolock=nolock, lock_args=lock_args)
 
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:

@@ -43,6 +43,8 @@ from typing import Any
 from histoclr.errors import HistoclrError
 
 DEFAULT_DB = "mlflow.db"
+#: ``key=value,key=value``: tags every run gets (the pipeline's demo sets ``demo=true``).
+RUN_TAGS_ENV = "HISTOCLR_RUN_TAGS"
 MAX_PARAM_CHARS = 6000
 CHECK_TIMEOUT_S = 5.0
 
@@ -58,6 +60,12 @@ def default_tracking_uri(workdir: str | Path | None = None) -> str:
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """Explicit ``uri`` > ``MLFLOW_TRACKING_URI`` > the local SQLite store."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def env_tags() -> dict[str, str]:
+    """The tags of ``HISTOCLR_RUN_TAGS`` (``key=value,...``; items without ``=`` are ignored)."""
+    items = (t.partition("=") for t in os.environ.get(RUN_TAGS_ENV, "").split(","))
+    return {k.strip(): v.strip() for k, sep, v in items if sep and k.strip()}
 
 
 def git_commit(repo: str | Path | None = None) -> str | None:
@@ -249,9 +257,10 @@ def open_run(experiment: str, run_name: str | None = None, *, tracking_uri: str 
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         run = Run(run_id, uri)
-        run.set_tags(tags or {})
+        run.set_tags({**env_tags(), **(tags or {})})
         return run
-    all_tags = {"git_commit": git_commit() or "unknown", **{k: str(v) for k, v in (tags or {}).items()}}
+    all_tags = {"git_commit": git_commit() or "unknown", **env_tags(),
+                **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     created = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=all_tags)

@@ -52,3 +52,18 @@ def test_interval_from_env(monkeypatch):
     assert log_interval() == 10.0
     monkeypatch.delenv(ENV_INTERVAL)
     assert log_interval() == 10.0
+
+
+def test_refresh_after_a_new_total_is_rate_limited_too(monkeypatch):
+    """The tiler grows ``total`` and calls ``refresh()`` once per slide: no line for each."""
+    monkeypatch.setenv(ENV_INTERVAL, "60")
+    out = io.StringIO()
+    bar = progress_bar(total=0, desc="tiling", file=out)
+    for n in range(1, 31):
+        bar.total = n * 10
+        bar.refresh()
+        bar.update(10)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines                # the first state and the last
+    assert "300/300" in lines[-1]

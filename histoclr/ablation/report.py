@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
 
 GROUP = ["init", "freeze", "label_fraction"]
@@ -200,7 +201,10 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
     files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
     atomic_write_text(files[0], runs.to_csv(index=False))
     atomic_write_text(files[1], summary.to_csv(index=False))
-    atomic_write_text(files[2], to_markdown(summary, baseline))
+    markdown = to_markdown(summary, baseline)
+    if client.get_run(parent).data.tags.get(DEMO_TAG) == "true":
+        markdown = f"{DEMO_HEADER}\n\n{markdown}"
+    atomic_write_text(files[2], markdown)
     for metric in PLOTTED:
         short = BASELINE_KEY[metric]
         files.append(plot_budget_curves(summary, baseline, out / f"{short}_vs_budget.png", metric))

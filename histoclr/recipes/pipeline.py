@@ -24,6 +24,7 @@ from histoclr.config import load_config
 from histoclr.config.pipeline import PipelineConfig
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.errors import HistoclrError
+from histoclr.recipes.demo import banner, demo_config, demo_wanted
 from histoclr.tracking import Run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +48,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default=str(REPO / "configs/pipeline/cpu.yaml"))
     ap.add_argument("--doc", action="store_true",
                     help="also write the stage times and the report table to docs/results.md")
+    ap.add_argument("--demo", action="store_true",
+                    help="run the built-in demo on synthetic data (configs/pipeline/demo.yaml; also data_root=demo)")
+    ap.add_argument("--demo-if-missing", action="store_true",
+                    help="run the built-in demo when data_root does not exist (what `make run` does by default)")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ns = ap.parse_args(argv)
     try:
         cfg = load_config(PipelineConfig, ns.config, ns.overrides)
+        demo = demo_wanted(cfg.data_root, ns.demo, ns.demo_if_missing)
+        requested_root = cfg.data_root
+        if demo:
+            cfg = demo_config(ns.overrides, requested_root)
     except HistoclrError as e:
         raise SystemExit(f"error: {e}")
     root, out = Path(cfg.data_root), Path(cfg.out_dir)
@@ -76,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     times["pretrain"] = stage("pretrain", [
         "pretrain", "--config", cfg.pretrain_config, "--resume", "auto", *tracking,
         f"data.manifests=[{out / 'tiles' / 'tiles.csv'}]", f"out_dir={pre_dir}",
+        # data.mode=dense reads the same data root, sources and validation exclusions as the rest
+        f"data.dense.root={root}", f"data.dense.sources=[{','.join(cfg.slides)}]",
+        f"data.dense.exclude_pairs={cfg.pairs}", f"data.dense.assume_mpp={cfg.assume_mpp or 'null'}",
         f"tracking.experiment={cfg.experiment}", *cfg.pretrain_overrides])
 
     # ---------------------------------------------------------------- 3. ablation
@@ -105,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
           f"'final model' in experiment {cfg.experiment})\n"
           f"use it: histoclr predict --model {final_dir / 'best.pt'} IMAGES... --out runs/predictions "
           "(its post-processing, chosen on the training images, is stored in the file)")
-    if ns.doc:
+    if demo:
+        print(banner(requested_root) + "(every MLflow run above is tagged demo=true; the report says "
+              "the data is synthetic)", flush=True)
+    elif ns.doc:
         write_doc(cfg, ns, times, out)
 
 
