@@ -83,3 +83,14 @@ def test_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(HistoclrError, match="not a demo data root"):
         write_demo_root(tmp_path / "mine")
     assert (tmp_path / "mine" / "slide.svs").read_bytes() == b"x"
+
+
+def test_cli_writes_a_root_that_data_verify_passes(tmp_path, capsys):
+    from histoclr.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["data", "demo", "--root", str(tmp_path / "d")])
+    assert e.value.code == 0 and "synthetic" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["data", "verify", "--root", str(tmp_path / "d"), str(tmp_path / "d" / "manifest.csv"), "-q"])
+    assert e.value.code == 0 and "OK: the data root matches" in capsys.readouterr().out
