@@ -513,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = args.doc or (work / "benchmarks.md" if args.smoke else DOC)
     if args.smoke and doc.resolve() == DOC.resolve():
         ap.error("--smoke never writes docs/benchmarks.md; pass another --doc")
+    if not doc.exists():
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text("# GPU check\n\nWritten by `benchmarks/gpu_check.py`.\n")
     torch.manual_seed(0)
     if args.smoke:
         torch.set_num_threads(1)      # tiny models on a (shared) CPU: one thread is fastest
