@@ -145,6 +145,7 @@ class Recorder:
         return self.views(img)
 
 
+@pytest.mark.slow   # three / one tiny SimCLR runs: ~10-30 s idle, minutes on a loaded 2-core machine
 def test_resumed_run_continues_the_same_crops(images, tmp_path):
     from histoclr.pretrain.run import prepare_data, pretrain
 
@@ -171,6 +172,7 @@ def test_resumed_run_continues_the_same_crops(images, tmp_path):
     assert manifest["recipe"]["crops_per_epoch"] == 8 and manifest["recipe"]["seed"] == 0
 
 
+@pytest.mark.slow   # three / one tiny SimCLR runs: ~10-30 s idle, minutes on a loaded 2-core machine
 def test_snapshots_load_strictly_into_the_seg_model_and_name_step_and_data(images, tmp_path):
     import mlflow
 
