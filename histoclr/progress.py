@@ -11,12 +11,14 @@ goes through it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
 from tqdm import tqdm
 
 ENV_INTERVAL = "HISTOCLR_PROGRESS_INTERVAL"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -45,7 +47,7 @@ class _LineWriter:
         self.stream = stream
 
     def write(self, s: str) -> int:
-        text = s.replace("\r", "").strip()
+        text = _ANSI.sub("", s).replace("\r", "").strip()   # nested bars move the cursor: drop that
         if text:
             self.stream.write(text + "\n")
         return len(s)

@@ -67,3 +67,18 @@ def test_refresh_after_a_new_total_is_rate_limited_too(monkeypatch):
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines                # the first state and the last
     assert "300/300" in lines[-1]
+
+
+def test_nested_bars_write_no_cursor_moves(monkeypatch):
+    """A fine-tuning bar inside the ablation's bar: tqdm moves the cursor up (ESC [A); not in logs."""
+    monkeypatch.setenv(ENV_INTERVAL, "0")
+    out = io.StringIO()
+    outer = progress_bar(total=1, desc="ablation", file=out)
+    inner = progress_bar(total=2, desc="finetune-seg", file=out, position=1)
+    inner.update(2)
+    inner.close()
+    outer.update(1)
+    outer.close()
+    text = out.getvalue()
+    assert "\x1b" not in text and all(line.strip() for line in text.splitlines())
+    assert any(line.startswith("finetune-seg: 100%") for line in text.splitlines())
