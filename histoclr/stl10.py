@@ -17,6 +17,7 @@ import numpy as np
 
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.images import normalize_image
+from histoclr.io import atomic_write_bytes
 
 SPLITS = ("unlabeled", "train", "test")
 BASE_FOLDER = "stl10_binary"
@@ -165,7 +166,6 @@ def write_stl10_split(root: str | os.PathLike, split: str, images: np.ndarray,
     x_name, y_name = _SPLIT_FILES[split]
     if (y_name is None) != (labels is None):
         raise ValueError(f"split {split!r} {'needs' if y_name else 'has no'} labels")
-    from histoclr.io import atomic_write_bytes
 
     folder = Path(root) / BASE_FOLDER
     atomic_write_bytes(folder / x_name, images.transpose(0, 3, 2, 1).tobytes())

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from histoclr.ablation.sweep import SWEEP_TAG
 from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
+from histoclr.io import atomic_path, atomic_write_text
+from histoclr.tracking import resolve_tracking_uri
 
 GROUP = ["init", "freeze", "label_fraction"]
 METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
@@ -27,7 +30,6 @@ class Report:
 
 def find_parent(client, experiment: str | None = None, parent_run_id: str | None = None) -> str:
     """The sweep's parent run: given directly, or the newest parent in ``experiment``."""
-    from histoclr.ablation.sweep import SWEEP_TAG
 
     if parent_run_id:
         try:
@@ -123,8 +125,6 @@ def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from histoclr.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups = list(summary.groupby(["init", "freeze"], sort=True))
     for k, ((init, freeze), df) in enumerate(groups):
@@ -152,8 +152,6 @@ def plot_bars(summary, baseline: dict[str, float], path: Path, metric: str = "be
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from histoclr.io import atomic_path
 
     arms = sorted({(i, f) for i, f in zip(summary["init"], summary["freeze"])})
     budgets = sorted(summary["label_fraction"].unique())
@@ -185,9 +183,6 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
     """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and, for AJI, PQ and Dice,
     ``<metric>_vs_budget.png`` and ``<metric>_bars.png`` (``aji_``, ``pq_``, ``dice_``) to ``out_dir``."""
     from mlflow.tracking import MlflowClient
-
-    from histoclr.io import atomic_write_text
-    from histoclr.tracking import resolve_tracking_uri
 
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     parent = find_parent(client, experiment, parent_run_id)

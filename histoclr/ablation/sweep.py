@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.ablation import AblationConfig
+from histoclr.config.seg import FinetuneConfig
 from histoclr.errors import HistoclrError
 from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
+from histoclr.ssl.model import imagenet_state_dict
 from histoclr.tracking import (
     Run,
     check_tracking_uri,
@@ -94,8 +97,6 @@ def _hash(obj: Any) -> str:
 def cell_config(cfg: AblationConfig, cell: Cell, overrides: Sequence[str], tracking_uri: str,
                 init_value: str):
     """The FinetuneConfig of one cell: base file <- sweep overrides <- CLI overrides <- the cell."""
-    from histoclr.config import load_config
-    from histoclr.config.seg import FinetuneConfig
 
     fcfg = load_config(FinetuneConfig, cfg.finetune_config, [*cfg.finetune_overrides, *overrides])
     fcfg.init = init_value
@@ -116,7 +117,6 @@ def cell_config(cfg: AblationConfig, cell: Cell, overrides: Sequence[str], track
 
 def cell_key(fcfg) -> str:
     """Hash of everything that changes a cell's result (not where it logs or writes)."""
-    from histoclr.config import config_to_dict
 
     d = config_to_dict(fcfg)
     d.pop("tracking", None)
@@ -145,7 +145,6 @@ def resolve_init(init: str, tracking_uri: str, cache_dir: Path) -> tuple[str, st
 
 def imagenet_unavailable_reason(encoder: str, weights: str | None) -> str | None:
     """Why the ImageNet arm cannot run here, or None when weights can be had."""
-    from histoclr.ssl.model import imagenet_state_dict
 
     try:
         imagenet_state_dict(encoder, weights)
@@ -157,7 +156,6 @@ def imagenet_unavailable_reason(encoder: str, weights: str | None) -> str | None
 # --------------------------------------------------------------------------- the sweep
 def _parent_run(cfg: AblationConfig, sweep_key: str, uri: str) -> tuple[Run, bool]:
     """The sweep's parent run: the newest one with this sweep key (set RUNNING again), else a new one."""
-    from histoclr.config import config_to_dict, flatten
 
     runs = find_runs(cfg.experiment, uri, tags={SWEEP_TAG: sweep_key}, max_results=1)
     if runs:

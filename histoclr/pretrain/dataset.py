@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from histoclr.errors import ConfigError, HistoclrError
 from histoclr.images import decode_image
+from histoclr.manifests.tiles import MANIFEST_NAME, read_tile_manifest
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def load_tiles(manifests: Sequence[str | Path], slides: Sequence[str] = (), min_
         HistoclrError: no tile is left after filtering.
     """
     import pandas as pd
-
-    from histoclr.manifests.tiles import MANIFEST_NAME, read_tile_manifest
 
     if not manifests:
         raise ValueError("give at least one tile manifest")

@@ -42,6 +42,13 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from histoclr.errors import HistoclrError, InputFileError
+from histoclr.io import atomic_write_text
+from histoclr.manifests.pairs import read_pairs_manifest
+from histoclr.pretrain.dataset import split_slides
+from histoclr.slides.inputs import find_slides
+from histoclr.slides.reader import level_for_mpp, open_slide
+from histoclr.slides.tissue import region_fractions, tissue_mask
+from histoclr.ssl.trainer import sample_seed
 
 DENSE_MANIFEST = "dense_manifest.json"
 DENSE_FORMAT = "histoclr-dense-manifest"
@@ -95,8 +102,6 @@ def plan_source(spec, *, mpp: float, crop_size: int, assume_mpp: float | None, m
         InputFileError: unreadable file, no resolution (and no ``assume_mpp``), smaller than one
             crop, or no crop position with enough tissue; the message names the file.
     """
-    from histoclr.slides.reader import level_for_mpp, open_slide
-    from histoclr.slides.tissue import region_fractions, tissue_mask
 
     with open_slide(spec.path) as reader:
         if reader.mpp is not None:
@@ -160,8 +165,6 @@ class _Readers:
         self._open: dict[str, Any] = {}
 
     def get(self, path: str):
-        from histoclr.slides.reader import open_slide
-
         if self._pid != os.getpid():           # a forked worker must not share OpenSlide handles
             self._pid, self._open = os.getpid(), {}
         r = self._open.get(path)
@@ -249,7 +252,6 @@ class DenseCropDataset(Dataset):
 
     def sample(self, k: int) -> tuple[int, int, int]:
         """``(source index, x0, y0)`` of global sample ``k`` (``k = epoch * len + index``)."""
-        from histoclr.ssl.trainer import sample_seed
 
         epoch, index = divmod(int(k), self.length)
         return self.position(sample_seed(self.seed, epoch, index))
@@ -260,8 +262,6 @@ class DenseCropDataset(Dataset):
         return self.transform(img) if self.transform is not None else img
 
     def __getitem__(self, index: int):
-        from histoclr.ssl.trainer import sample_seed
-
         return self.getitem_seeded(index, sample_seed(self.seed, 0, int(index)))
 
     # the trainer's diagnostics ask every data source for unreadable tiles: a dense source that
@@ -310,7 +310,6 @@ def excluded_images(pairs_csv: str | Path | None, root: str | Path, splits) -> d
     """``{resolved image path or image_id: reason}`` of the pairs manifest's images in ``splits``."""
     if not pairs_csv or not splits:
         return {}
-    from histoclr.manifests.pairs import read_pairs_manifest
 
     out: dict[str, str] = {}
     for pair in read_pairs_manifest(pairs_csv, root, check_files=False):
@@ -348,8 +347,6 @@ def build_dense(cfg, transform=None, progress: Callable[[str], None] | None = No
         HistoclrError: no sources, a source that cannot be used (named), or nothing left to
             train on after the exclusions and the held-out split.
     """
-    from histoclr.pretrain.dataset import split_slides
-    from histoclr.slides.inputs import find_slides
 
     d, e = cfg.data, cfg.data.dense
     root = Path(e.root)
@@ -415,7 +412,6 @@ def write_manifest(data: DenseData, out_dir: str | Path, resuming: bool = False)
         InputFileError: resuming a run whose manifest lists other sources or another recipe
             (the resumed run would not continue the same crops).
     """
-    from histoclr.io import atomic_write_text
 
     path = Path(out_dir) / DENSE_MANIFEST
     if resuming and path.is_file():

@@ -26,6 +26,12 @@ import torch
 from torch import nn
 
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
+from histoclr.io import atomic_path, atomic_write_json
+from histoclr.pretrain.dataset import sample_per_slide
+from histoclr.ssl.augment import seed_transforms
+from histoclr.ssl.loss import ranking_metrics
+from histoclr.ssl.model import build_encoder
+from histoclr.ssl.trainer import sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +75,6 @@ def two_views(images: Sequence[np.ndarray], transform, seed: int) -> tuple[torch
     ``i``'s views are seeded from ``(seed, i)``, so they are the same on every call. The global
     RNG states are restored afterwards.
     """
-    from histoclr.ssl.augment import seed_transforms
-    from histoclr.ssl.trainer import sample_seed
 
     v1, v2 = [], []
     with _preserved_rng():
@@ -151,8 +155,6 @@ def same_slide_rate(features: torch.Tensor, slide_ids: Sequence[str]) -> float:
 # --------------------------------------------------------------------------- pictures
 def _figure_to_png(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
-
-    from histoclr.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -289,7 +291,6 @@ class HoldoutDiagnostics:
             atomic_write_text(out_dir / "bad_tiles.txt", "".join(f"{p}\t{r}\n" for p, r in bad))
             files.append(out_dir / "bad_tiles.txt")
         summary["metrics"] = metrics
-        from histoclr.io import atomic_write_json
 
         atomic_write_json(out_dir / SUMMARY, summary)
         files.append(out_dir / SUMMARY)
@@ -303,9 +304,6 @@ class HoldoutDiagnostics:
 
         Pictures go to ``out_dir`` (default ``<trainer.out_dir>/diagnostics``).
         """
-        from histoclr.pretrain.dataset import sample_per_slide
-        from histoclr.ssl.loss import ranking_metrics
-        from histoclr.ssl.model import build_encoder
 
         cfg, g = self.cfg, self.cfg.diagnostics
         seed = cfg.train.seed

@@ -21,8 +21,14 @@ from typing import Any
 
 from histoclr.config.pretrain import PretrainConfig
 from histoclr.errors import ConfigError
+from histoclr.io import sha256_file
+from histoclr.pretrain.dataset import TileDataset, load_tiles, sample_per_slide, split_slides
+from histoclr.pretrain.dense import DenseCropDataset
 from histoclr.pretrain.diagnostics import HoldoutDiagnostics
 from histoclr.pretrain.snapshots import Snapshots
+from histoclr.ssl.augment import MultiViewTransform
+from histoclr.ssl.augment import build_views as _build
+from histoclr.ssl.trainer import SimCLRTrainer
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,6 @@ class PretrainData:
 
 def build_views(cfg: PretrainConfig):
     """The configured view recipe wrapped in a :class:`MultiViewTransform`; ConfigError on bad params."""
-    from histoclr.ssl.augment import MultiViewTransform
-    from histoclr.ssl.augment import build_views as _build
 
     v = cfg.views
     try:
@@ -72,8 +76,6 @@ def build_views(cfg: PretrainConfig):
 
 def prepare_data(cfg: PretrainConfig) -> PretrainData:
     """Build the datasets: tiles (no tile is decoded) or dense (each source planned once)."""
-    from histoclr.io import sha256_file
-    from histoclr.pretrain.dataset import TileDataset, load_tiles, split_slides
 
     d = cfg.data
     views = build_views(cfg)
@@ -97,8 +99,6 @@ def prepare_data(cfg: PretrainConfig) -> PretrainData:
 
 def preview_images(dataset, n: int = 4) -> list:
     """Up to ``n`` readable tiles (HWC uint8), one per slide where possible, for the view preview."""
-    from histoclr.pretrain.dataset import sample_per_slide
-    from histoclr.pretrain.dense import DenseCropDataset
 
     if isinstance(dataset, DenseCropDataset):
         return [dataset.try_read(k) for k in range(n)]
@@ -118,7 +118,6 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, data: Pretra
 
     ``allow_new_config``: resume although the config differs from the checkpoint's (see
     :meth:`SimCLRTrainer.fit`)."""
-    from histoclr.ssl.trainer import SimCLRTrainer
 
     cfg.validate()
     data = data or prepare_data(cfg)

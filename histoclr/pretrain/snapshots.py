@@ -25,6 +25,8 @@ from typing import Any
 from tqdm import tqdm
 
 from histoclr.config.loader import config_to_dict
+from histoclr.ssl.model import save_backbone
+from histoclr.ssl.trainer import _git_commit
 
 
 def snapshot_path(out_dir: str | Path, step: int) -> Path:
@@ -58,8 +60,6 @@ class Snapshots:
         step = trainer.step
         if step not in self.steps or not trainer.dist.is_main:
             return
-        from histoclr.ssl.model import save_backbone
-        from histoclr.ssl.trainer import _git_commit
 
         path = snapshot_path(trainer.out_dir, step)
         meta = {"step": step, "run_id": trainer.run_id, "git_commit": _git_commit(),

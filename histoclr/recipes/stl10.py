@@ -24,6 +24,24 @@ from pathlib import Path
 from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.stl10 import STL10Config
 from histoclr.errors import HistoclrError, InputFileError
+from histoclr.io import atomic_write_json, check_output_dir
+from histoclr.ssl.augment import MultiViewTransform, build_views
+from histoclr.ssl.linear_eval import (
+    encoder_fingerprint,
+    extract_features,
+    linear_eval_budgets,
+    plot_budget_bars,
+    subsample_per_class,
+)
+from histoclr.ssl.model import (
+    build_encoder,
+    imagenet_state_dict,
+    load_backbone,
+    load_state_dict_strict,
+)
+from histoclr.ssl.trainer import SimCLRTrainer
+from histoclr.stl10 import STL10Labeled, STL10Views, load_stl10
+from histoclr.tracking import check_tracking_uri, start_run
 
 
 def _device(name: str):
@@ -38,7 +56,6 @@ def _device(name: str):
 
 def imagenet_weights_or_reason(cfg: STL10Config):
     """``(state_dict, source, None)`` or ``(None, None, reason)`` for the ImageNet arm."""
-    from histoclr.ssl.model import imagenet_state_dict
 
     arch, e = cfg.pretrain.model.arch, cfg.eval
     if e.imagenet_weights:
@@ -53,9 +70,6 @@ def imagenet_weights_or_reason(cfg: STL10Config):
 
 def pretrain(cfg: STL10Config, parent_run_id: str) -> tuple[Path, str | None]:
     """SimCLR on the unlabeled split (resuming from the last checkpoint); -> (backbone file, run id)."""
-    from histoclr.ssl.augment import MultiViewTransform, build_views
-    from histoclr.ssl.trainer import SimCLRTrainer
-    from histoclr.stl10 import STL10Views, load_stl10
 
     p = cfg.pretrain
     unlabeled = load_stl10(cfg.data.root, "unlabeled", download=cfg.data.download)
@@ -74,8 +88,6 @@ def pretrain(cfg: STL10Config, parent_run_id: str) -> tuple[Path, str | None]:
 def arm_encoder(arm: str, cfg: STL10Config, backbone_path: Path | None, imagenet):
     """The frozen encoder of ``arm`` and a description of where its weights come from."""
     import torch
-
-    from histoclr.ssl.model import build_encoder, load_backbone, load_state_dict_strict
 
     arch = cfg.pretrain.model.arch
     if arm == "random":
@@ -96,17 +108,6 @@ def arm_encoder(arm: str, cfg: STL10Config, backbone_path: Path | None, imagenet
 
 def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
     """The whole recipe; returns ``{"parent_run_id", "results", "skipped", "chart"}``."""
-    from histoclr.io import atomic_write_json, check_output_dir
-    from histoclr.ssl.linear_eval import (
-        encoder_fingerprint,
-        extract_features,
-        linear_eval_budgets,
-        plot_budget_bars,
-        subsample_per_class,
-    )
-    from histoclr.ssl.model import load_backbone
-    from histoclr.stl10 import STL10Labeled, load_stl10
-    from histoclr.tracking import check_tracking_uri, start_run
 
     e, out = cfg.eval, Path(cfg.out_dir)
     uri = check_tracking_uri(cfg.tracking_uri)      # cheap checks first: nothing is written if they fail

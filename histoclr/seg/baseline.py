@@ -12,7 +12,12 @@ from skimage.filters import gaussian, threshold_otsu
 
 from histoclr.manifests.pairs import SegPair
 from histoclr.seg.dataset import load_pair
-from histoclr.seg.metrics import aggregated_jaccard_index, instance_metrics, remove_small, segmentation_metrics
+from histoclr.seg.metrics import (
+    aggregated_jaccard_index,
+    instance_metrics,
+    remove_small,
+    segmentation_metrics,
+)
 from histoclr.seg.postprocess import choose_params, default_params, instances_from_output
 
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from skimage.segmentation import relabel_sequential
 
 from histoclr.errors import HistoclrError
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD, normalize_image, read_rgb
 from histoclr.manifests.pairs import SegPair
+from histoclr.seg.annotations import load_instances
 from histoclr.seg.targets import TARGETS, make_target
 
 
@@ -45,8 +45,6 @@ def load_pair(pair: SegPair, mpp: float | None) -> LoadedPair:
     instances are rasterised at native size and resized nearest-neighbour.
     """
     import cv2
-
-    from histoclr.seg.annotations import load_instances
 
     image = read_rgb(pair.image_path)
     instances = load_instances(pair.mask_path, pair.mask_format, image.shape[:2])

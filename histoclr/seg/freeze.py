@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from histoclr.config.seg import STAGES, parse_freeze_spec  # noqa: F401  (the spec grammar is a config value)
+from histoclr.config.seg import STAGES
 
 _STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "stem": ("conv1", "bn1"),

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from histoclr.errors import HistoclrError, InputFileError
-from histoclr.io import load_tagged, save_tagged
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
+from histoclr.io import load_tagged, save_tagged
+from histoclr.seg.freeze import keep_frozen_norms_in_eval
 from histoclr.seg.postprocess import PostprocessParams, default_params
 from histoclr.seg.targets import output_channels
+from histoclr.ssl.model import imagenet_state_dict, load_backbone, load_state_dict_strict
 
 CHECKPOINT_FORMAT = "histoclr-seg-model"
 CHECKPOINT_VERSION = 2          # 2: spec.target and the post-processing parameters
@@ -78,8 +80,6 @@ class SegNet(nn.Module):
         return self.net(x)
 
     def train(self, mode: bool = True) -> "SegNet":
-        from histoclr.seg.freeze import keep_frozen_norms_in_eval
-
         super().train(mode)
         if mode:
             keep_frozen_norms_in_eval(self)
@@ -102,7 +102,6 @@ def init_encoder(model: SegNet, init: str, imagenet_weights: str | Path | None =
         HistoclrError: unreadable/missing file, an architecture mismatch, keys or shapes that do
             not match (all listed), or ImageNet weights unavailable offline.
     """
-    from histoclr.ssl.model import imagenet_state_dict, load_backbone
 
     arch = model.spec.encoder
     if init == "random":
@@ -126,8 +125,6 @@ def init_encoder(model: SegNet, init: str, imagenet_weights: str | Path | None =
 
 
 def _load(model: SegNet, sd: Mapping[str, torch.Tensor], source: str, path) -> None:
-    from histoclr.ssl.model import load_state_dict_strict
-
     try:
         load_state_dict_strict(model.encoder, sd, source)
     except ValueError as e:
@@ -169,7 +166,6 @@ def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") ->
     Raises:
         InputFileError: missing, unreadable, or not a histoclr segmentation checkpoint.
     """
-    from histoclr.ssl.model import load_state_dict_strict
 
     path = Path(path)
     payload = load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",

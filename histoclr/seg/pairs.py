@@ -17,11 +17,7 @@ from tqdm import tqdm
 
 from histoclr.errors import InputFileError
 from histoclr.images import IMAGE_SUFFIXES, image_shape, read_label
-from histoclr.manifests.pairs import (
-    MASK_SUFFIX_FORMATS,
-    SegPair,
-    read_pairs_manifest,  # noqa: F401  TEMPORARY for seg/train.py
-)
+from histoclr.manifests.pairs import MASK_SUFFIX_FORMATS, SegPair
 from histoclr.seg.annotations import (
     instances_from_label_image,
     rasterize_instances,

@@ -16,10 +16,15 @@ from PIL import Image
 from torch import nn
 
 from histoclr.errors import InputFileError
+from histoclr.images import normalize_image
 from histoclr.io import atomic_path
-from histoclr.seg.dataset import normalize_image, resize_nearest
+from histoclr.seg.dataset import resize_nearest
 from histoclr.seg.overlay import save_overlay_png
-from histoclr.seg.postprocess import PostprocessParams, foreground_probability, instances_from_output
+from histoclr.seg.postprocess import (
+    PostprocessParams,
+    foreground_probability,
+    instances_from_output,
+)
 from histoclr.slides.reader import level_for_mpp, open_slide
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from histoclr.manifests.pairs import SegPair, write_pairs_manifest
+
 
 def write_synthetic_pairs(root: str | Path, n: int = 4, size: int = 96, seed: int = 0,
                           mpp: float = 0.5) -> Path:
@@ -16,8 +18,6 @@ def write_synthetic_pairs(root: str | Path, n: int = 4, size: int = 96, seed: in
     manifest path.
     """
     from PIL import Image
-
-    from histoclr.manifests.pairs import SegPair, write_pairs_manifest
 
     root = Path(root)
     rng = np.random.default_rng(seed)

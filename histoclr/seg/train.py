@@ -32,13 +32,15 @@ from tqdm import tqdm
 
 from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
-from histoclr.config.seg import FinetuneConfig
+from histoclr.config.seg import FinetuneConfig, parse_freeze_spec
 from histoclr.errors import HistoclrError, InputFileError, TrainingDiverged
+from histoclr.images import normalize_image
 from histoclr.io import atomic_write_json, load_tagged, save_tagged
+from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.optim import param_groups, warmup_cosine
 from histoclr.progress import progress_bar
-from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair, normalize_image
-from histoclr.seg.freeze import apply_freeze, parse_freeze_spec, trainable_parameter_counts
+from histoclr.seg.dataset import LoadedPair, SegCropDataset, load_pair
+from histoclr.seg.freeze import apply_freeze, trainable_parameter_counts
 from histoclr.seg.losses import build_loss
 from histoclr.seg.metrics import aggregated_jaccard_index, instance_metrics
 from histoclr.seg.model import (
@@ -50,7 +52,7 @@ from histoclr.seg.model import (
     save_seg_checkpoint,
 )
 from histoclr.seg.overlay import save_overlay_png
-from histoclr.seg.pairs import read_pairs_manifest, select_labeled
+from histoclr.seg.pairs import select_labeled
 from histoclr.seg.postprocess import PostprocessParams, choose_params, default_params
 from histoclr.seg.predict import instances_of, sliding_window_predict, split_output
 from histoclr.tracking import run_exists, start_run

@@ -35,6 +35,8 @@ from histoclr.io import atomic_path, atomic_write_json, atomic_write_text
 from histoclr.manifests.tiles import MANIFEST_NAME, SLIDES_NAME, format_slides_csv, format_tiles_csv
 from histoclr.progress import progress_bar
 from histoclr.slides.inputs import SlideSpec
+from histoclr.slides.reader import level_for_mpp, open_slide
+from histoclr.slides.tissue import region_fractions, tissue_mask
 
 OPTIONS_NAME = "tile_options.json"
 PARTS_DIR = ".parts"
@@ -75,7 +77,6 @@ class TilingResult:
 
 def slide_geometry(reader, cfg: TileConfig, spec: SlideSpec) -> tuple[Geometry, float | None, str]:
     """The cut of one slide, the base µm/px used and its source (metadata | assumed | none)."""
-    from histoclr.slides.reader import level_for_mpp
 
     if reader.mpp is not None:
         base, source = reader.mpp, "metadata"
@@ -121,7 +122,6 @@ _READERS: dict[str, object] = {}
 
 def _reader(path: Path):
     """An open reader per process (the last two slides used), reused across row chunks."""
-    from histoclr.slides.reader import open_slide
 
     key = str(path)
     r = _READERS.get(key)
@@ -158,7 +158,6 @@ def _file_facts(path: Path) -> dict:
 
 def plan_slide(spec: SlideSpec, cfg: TileConfig, out: Path) -> SlidePlan:
     """Open a slide, choose the level, detect tissue, lay the grid; write its QC picture."""
-    from histoclr.slides.tissue import region_fractions, tissue_mask
 
     row = {"slide_id": spec.slide_id, "slide_path": spec.given, **_file_facts(spec.path),
            "width": "", "height": "", "mpp": "", "mpp_source": "", "vendor": "", "tile_count": 0,

@@ -33,6 +33,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
+from histoclr.io import atomic_path
 
 
 def _check_prob(**probs: float) -> None:
@@ -355,8 +356,6 @@ def save_view_preview(images: list[np.ndarray], transform: MultiViewTransform | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from histoclr.io import atomic_path
 
     if not images:
         raise ValueError("images must not be empty")

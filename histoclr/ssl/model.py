@@ -14,6 +14,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from histoclr.errors import HistoclrError
+from histoclr.io import load_tagged, save_tagged
+
 ENCODER_ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 BACKBONE_FORMAT = "histoclr-backbone"
 BACKBONE_VERSION = 1
@@ -89,7 +92,6 @@ class Backbone:
 def save_backbone(path: str | Path, encoder: nn.Module, arch: str,
                   metadata: Mapping[str, Any] | None = None) -> Path:
     """Write the encoder's state dict (torchvision keys, on CPU) and metadata atomically."""
-    from histoclr.io import save_tagged
 
     state = {k: v.detach().cpu().clone() for k, v in _unwrap(encoder).state_dict().items()}
     return save_tagged(path, BACKBONE_FORMAT, BACKBONE_VERSION,
@@ -102,7 +104,6 @@ def load_backbone(path: str | Path) -> Backbone:
     Raises:
         histoclr.errors.InputFileError: missing file or not a histoclr backbone file.
     """
-    from histoclr.io import load_tagged
 
     payload = load_tagged(path, BACKBONE_FORMAT, BACKBONE_VERSION, "backbone file",
                           "write one with `histoclr pretrain` (its <out_dir>/backbone.pt)")
@@ -146,7 +147,6 @@ def imagenet_state_dict(arch: str, weights_path: str | Path | None = None) -> di
     else torchvision's download/cache. Offline without a cached copy this raises a one-line
     :class:`histoclr.errors.HistoclrError` that says to pass a local file.
     """
-    from histoclr.errors import HistoclrError
 
     if weights_path is not None:
         from histoclr.io import read_torch_file

@@ -31,6 +31,13 @@ from histoclr.config.ssl import SSLConfig
 from histoclr.errors import HistoclrError, InputFileError, OutputFileError, TrainingDiverged
 from histoclr.io import ensure_output_dir, load_tagged, save_tagged
 from histoclr.progress import progress_bar
+from histoclr.ssl.augment import (
+    augment_worker_init_fn,
+    build_views,
+    save_view_preview,
+    seed_transforms,
+)
+from histoclr.ssl.loss import ranking_metrics
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
 from histoclr.tracking import NO_RUN, Run, git_commit, resolve_tracking_uri, run_exists, start_run
 
@@ -123,8 +130,6 @@ class SeededDataset(Dataset):
 
 
 def _seed_transforms(dataset: Any, seed: int) -> None:
-    from histoclr.ssl.augment import seed_transforms
-
     seed_transforms(dataset, seed)
 
 
@@ -294,8 +299,6 @@ class SimCLRTrainer:
 
     # ------------------------------------------------------------------ building blocks
     def _build_loader(self, sampler: EpochSampler, device: torch.device) -> DataLoader:
-        from histoclr.ssl.augment import augment_worker_init_fn
-
         tc = self.cfg.train
         workers = tc.num_workers
         return DataLoader(
@@ -313,7 +316,6 @@ class SimCLRTrainer:
 
         Each step: views ``[(B, 3, S, S)] * 2`` -> ``z (2B, D)`` -> NT-Xent -> update.
         """
-        from histoclr.ssl.loss import ranking_metrics
 
         tc, device = self.cfg.train, self.dist.device
         net.train()
@@ -564,7 +566,6 @@ class SimCLRTrainer:
 
     def save_preview(self) -> Path:
         """``<out_dir>/views_preview.png``: ``preview_images`` through the configured view recipe."""
-        from histoclr.ssl.augment import build_views, save_view_preview
 
         v = self.cfg.views
         transform = build_views(v.recipe, image_size=v.image_size, **v.params)

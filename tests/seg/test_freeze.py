@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from histoclr.seg.freeze import (
-    STAGES,
-    apply_freeze,
-    parse_freeze_spec,
-    stage_modules,
-    trainable_parameter_counts,
-)
-from histoclr.config.seg import FinetuneConfig
+from histoclr.config.seg import STAGES, FinetuneConfig, parse_freeze_spec
+from histoclr.seg.freeze import apply_freeze, stage_modules, trainable_parameter_counts
 from histoclr.seg.model import build_seg_model
 from histoclr.seg.train import build_optimizer
 

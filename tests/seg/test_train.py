@@ -49,9 +49,9 @@ def tiny_config(pairs_csv, shared_data, tmp_path, *overrides) -> FinetuneConfig:
 
 @pytest.mark.parametrize("target", ["binary", "contour", "distance"])
 def test_a_few_steps_on_real_crops_lower_the_loss(pairs_csv, shared_data, target):
+    from histoclr.manifests.pairs import read_pairs_manifest
     from histoclr.seg.dataset import SegCropDataset
     from histoclr.seg.model import build_seg_model
-    from histoclr.seg.pairs import read_pairs_manifest
 
     torch.manual_seed(0)
     pairs = [p for p in read_pairs_manifest(pairs_csv, shared_data) if p.split == "train"]
