@@ -5,8 +5,9 @@
 On one MoNuSeg validation image (1000 x 1000 px at 0.25 um/px; a synthetic H&E-like image when
 ../shared/data is absent), in this one process with ``torch.set_num_threads(--threads)``:
 
-* forward: ``sliding_window_predict`` of the model (``--model``: a trained ``best.pt``; default: a
-  random DeepLabV3+ ResNet-18, the CPU configuration, for each target), 192 px windows, overlap 0.25;
+* forward: ``sliding_window_predict`` of the model (``--model``: trained ``best.pt`` files, each with
+  its stored post-processing, plus components for a binary one; default: a random DeepLabV3+
+  ResNet-18, the CPU configuration, for each target), 192 px windows, overlap 0.25;
 * post-processing: each method of :mod:`histoclr.seg.postprocess` on that output. The outputs of a
   random network are noise, which would make the watershed's work unrepresentative, so unless a
   trained model is given the post-processing runs on outputs made from the image's true nuclei
@@ -85,7 +86,8 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a trained best.pt (default: random networks + oracle outputs)")
+    ap.add_argument("--model", action="append", default=[],
+                    help="a trained best.pt, repeatable (default: random networks + oracle outputs)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--note", default="", help="a sentence about the machine's load, added to the doc")
@@ -97,10 +99,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     x = normalize_image(image)
 
     cases = []
-    if args.model:
-        ck = load_seg_checkpoint(args.model)
+    for path in args.model:
+        ck = load_seg_checkpoint(path)
         cases.append((ck.model.spec.target, ck.model, ck.postprocess, ck.window, True))
-    else:
+    if not args.model:
         for target in ("binary", "contour", "distance"):
             model = build_seg_model("resnet18", "deeplabv3plus", decoder_channels=128, target=target).eval()
             cases.append((target, model, default_params(target), 192, False))

@@ -83,8 +83,9 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
     assert len(rep.summary) == 4 and set(rep.summary["n_seeds"]) == {1}
     md = (tmp_path / "report" / "summary.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 4 + 1                      # header + 4 cells + classical reference
-    for name in ("dice_vs_budget.png", "dice_bars.png", "summary.csv"):
+    assert len(rows) == 1 + 4 + 2        # header + 4 cells + the classical references (components, watershed)
+    assert "classical H-Otsu (components)" in md and "classical H-Otsu + watershed" in md and "val AJI" in md
+    for name in ("dice_vs_budget.png", "dice_bars.png", "aji_vs_budget.png", "pq_bars.png", "summary.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
     assert "report/dice_vs_budget.png" in logged and "report/summary.md" in logged
