@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shlex
 import statistics
 import sys
 import time
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     body = "\n".join(lines)
     print(body)
     if not args.no_doc:
-        write_section(SECTION, body, "python -m benchmarks.bench_postprocess " + " ".join(sys.argv[1:] if argv is None else argv))
+        write_section(SECTION, body, "python -m benchmarks.bench_postprocess "
+                      + shlex.join(sys.argv[1:] if argv is None else argv))
     return rows
 
 

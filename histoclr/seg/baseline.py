@@ -45,21 +45,6 @@ def hed_otsu_segment(image: np.ndarray, min_size: int = 30, sigma: float = 1.0) 
     return mask.astype(bool)
 
 
-def baseline_scores(pairs: Sequence[SegPair], mpp: float | None, min_size: int = 30) -> list[dict]:
-    """Per-image :func:`~histoclr.seg.metrics.segmentation_metrics` of :func:`hed_otsu_segment`.
-
-    Each pair is loaded at ``mpp`` µm/px (``None``: native resolution), the resolution a model is
-    scored at. ``min_size`` is in pixels at the native resolution (30 px ~ 1.9 µm² at 0.25 µm/px)
-    and is scaled with the pixel area when an image is resampled.
-    """
-    out = []
-    for pair in pairs:
-        lp = load_pair(pair, mpp)
-        pred = hed_otsu_segment(lp.image, min_size=max(1, round(min_size * lp.scale ** 2)))
-        out.append(segmentation_metrics(pred, lp.mask, lp.instances))
-    return out
-
-
 def classical_references(train_pairs: Sequence[SegPair], val_pairs: Sequence[SegPair], mpp: float | None,
                          min_size: int = 30) -> dict:
     """Haematoxylin-Otsu scored on the validation images as instances, two ways, at ``mpp``:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from histoclr.seg.baseline import baseline_scores, hed_otsu_segment
+from histoclr.seg.baseline import classical_references, hed_otsu_segment
 from histoclr.seg.metrics import dice
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,15 +40,24 @@ def test_finds_synthetic_nuclei():
         hed_otsu_segment(img.astype(np.float32))
 
 
-def test_baseline_scores_per_image_at_the_model_resolution(tmp_path):
+def test_classical_references_with_and_without_the_watershed(tmp_path):
     from histoclr.manifests.pairs import read_pairs_manifest
+    from histoclr.seg.postprocess import search_grid
     from histoclr.seg.synthetic import write_synthetic_pairs
 
-    pairs = read_pairs_manifest(write_synthetic_pairs(tmp_path, n=2, size=96, mpp=0.5), tmp_path)
-    native, coarser = baseline_scores(pairs, None), baseline_scores(pairs, 1.0)
-    assert len(native) == len(coarser) == 2
-    assert {"dice", "aji"} <= set(native[0]) and all(s["dice"] > 0.8 for s in native)
-    assert all(s["dice"] > 0.5 for s in coarser)  # min_size scaled to the 4x smaller pixel area
+    pairs = read_pairs_manifest(write_synthetic_pairs(tmp_path, n=4, size=96, mpp=0.5), tmp_path)
+    train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
+    refs = classical_references(train, val, None)
+    for name in ("otsu", "otsu_watershed"):
+        assert {"aji", "pq", "dq", "sq", "f1", "dice"} <= set(refs[name]) and len(refs["per_image"][name]) == 1
+        assert refs[name]["dice"] > 0.8 and 0 < refs[name]["aji"] <= 1
+    chosen = refs["watershed_params"]
+    assert chosen["method"] == "watershed"
+    # the chosen parameters come from the grid searched on the training images (or the base ones)
+    grid = search_grid("watershed")
+    assert any(all(chosen[k] == v for k, v in cand.items()) for cand in grid) or (chosen["h"], chosen["sigma"]) == (1.0, 1.0)
+    coarser = classical_references(train, val, 1.0)     # min_size scaled to the 4x smaller pixel area
+    assert coarser["otsu"]["dice"] > 0.5
 
 
 @pytest.mark.shared_data
