@@ -323,6 +323,21 @@ def find_runs(experiment: str, tracking_uri: str | None = None, *, tags: Mapping
                                    order_by=["attributes.start_time DESC"], max_results=max_results))
 
 
+def child_runs(parent_run_id: str, tracking_uri: str | None = None, max_results: int = 10000) -> list:
+    """The child runs of ``parent_run_id`` (any status), newest first (MLflow ``Run``s)."""
+    client = _client(resolve_tracking_uri(tracking_uri))
+    parent = client.get_run(parent_run_id)
+    return list(client.search_runs([parent.info.experiment_id],
+                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                   order_by=["attributes.start_time DESC"], max_results=max_results))
+
+
+def metric_history(run_id: str, names, tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
+    """``{name: [(step, value), ...]}`` of a run's logged metrics."""
+    client = _client(resolve_tracking_uri(tracking_uri))
+    return {n: [(m.step, m.value) for m in client.get_metric_history(run_id, n)] for n in names}
+
+
 def find_artifact(run_id: str, name: str, tracking_uri: str | None = None,
                   path: str | None = None) -> str | None:
     """The artifact path of the first file called ``name`` in the run (depth first), or None."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from histoclr.ablation.sweep import SWEEP_TAG
+
 from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_path, atomic_write_text
-from histoclr.tracking import resolve_tracking_uri
+from histoclr.tracking import Run, child_runs, find_runs, resolve_tracking_uri, run_exists
 
 GROUP = ["init", "freeze", "label_fraction"]
 METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
@@ -28,35 +28,27 @@ class Report:
     files: list[Path]
 
 
-def find_parent(client, experiment: str | None = None, parent_run_id: str | None = None) -> str:
+def find_parent(experiment: str | None = None, parent_run_id: str | None = None,
+                tracking_uri: str | None = None) -> str:
     """The sweep's parent run: given directly, or the newest parent in ``experiment``."""
-
     if parent_run_id:
-        try:
-            client.get_run(parent_run_id)
-        except Exception:
-            raise HistoclrError(f"no run {parent_run_id} in the tracking store") from None
+        if not run_exists(parent_run_id, tracking_uri):
+            raise HistoclrError(f"no run {parent_run_id} in the tracking store")
         return parent_run_id
-    exp = client.get_experiment_by_name(experiment) if experiment else None
-    if exp is None:
-        raise HistoclrError(f"no MLflow experiment named {experiment!r} in the tracking store")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not experiment or not find_runs(experiment, tracking_uri, max_results=1):
+        raise HistoclrError(f"no MLflow experiment named {experiment!r} (or no runs in it) in the tracking store")
+    runs = find_runs(experiment, tracking_uri, tags={"histoclr.kind": "ablation-parent"}, max_results=1)
     if not runs:
         raise HistoclrError(f"experiment {experiment!r} has no ablation sweep (run `histoclr ablate` first)")
     return runs[0].info.run_id
 
 
-def collect_runs(client, parent_run_id: str):
+def collect_runs(parent_run_id: str, tracking_uri: str | None = None):
     """One row per FINISHED, non-skipped child: the shared params and final metrics."""
     import pandas as pd
 
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                                  max_results=10000)
     rows = []
-    for r in children:
+    for r in child_runs(parent_run_id, tracking_uri):
         if r.info.status != "FINISHED" or r.data.tags.get("skipped") == "true":
             continue
         p, m = r.data.params, r.data.metrics
@@ -182,22 +174,21 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
                  tracking_uri: str | None = None, log_to_parent: bool = True) -> Report:
     """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and, for AJI, PQ and Dice,
     ``<metric>_vs_budget.png`` and ``<metric>_bars.png`` (``aji_``, ``pq_``, ``dice_``) to ``out_dir``."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    parent = find_parent(client, experiment, parent_run_id)
-    runs = collect_runs(client, parent)
+    uri = resolve_tracking_uri(tracking_uri)
+    parent = find_parent(experiment, parent_run_id, uri)
+    parent_run = Run.attach(parent, uri)
+    runs = collect_runs(parent, uri)
     if runs.empty:
         raise HistoclrError(f"sweep {parent} has no finished cells yet")
     summary = summarize(runs)
-    pm = client.get_run(parent).data.metrics
+    pm = parent_run.get().data.metrics
     baseline = {k[len("classical_"):]: v for k, v in pm.items() if k.startswith("classical_")}
     out = Path(out_dir)
     files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
     atomic_write_text(files[0], runs.to_csv(index=False))
     atomic_write_text(files[1], summary.to_csv(index=False))
     markdown = to_markdown(summary, baseline)
-    if client.get_run(parent).data.tags.get(DEMO_TAG) == "true":
+    if parent_run.get().data.tags.get(DEMO_TAG) == "true":
         markdown = f"{DEMO_HEADER}\n\n{markdown}"
     atomic_write_text(files[2], markdown)
     for metric in PLOTTED:
@@ -206,5 +197,5 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
         files.append(plot_bars(summary, baseline, out / f"{short}_bars.png", metric))
     if log_to_parent:
         for f in files:
-            client.log_artifact(parent, str(f), artifact_path="report")
+            parent_run.log_artifact(f, "report")
     return Report(parent, runs, summary, baseline, files)

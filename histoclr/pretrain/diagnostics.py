@@ -32,6 +32,7 @@ from histoclr.ssl.augment import seed_transforms
 from histoclr.ssl.loss import ranking_metrics
 from histoclr.ssl.model import build_encoder
 from histoclr.ssl.trainer import sample_seed
+from histoclr.tracking import metric_history
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class HoldoutDiagnostics:
         summary: dict[str, Any] = {"step": trainer.step}
 
         if mlflow_mod is not None and trainer.run_id:
-            history = _metric_history(trainer.run_id, ("loss", "top1"))
+            history = metric_history(trainer.run_id, ("loss", "top1"), getattr(mlflow_mod, "tracking_uri", None))
             if history.get("loss"):
                 files.append(save_loss_curve(history, out_dir / LOSS_CURVE,
                                              title=f"{self.cfg.model.arch} SimCLR, batch-level metrics"))
@@ -359,10 +360,3 @@ class HoldoutDiagnostics:
         info = {"holdout_slide_ids": sorted(set(slide_ids)), "projection": method,
                 "pictures": [p.name for p in pictures]}
         return metrics, pictures, info
-
-
-def _metric_history(run_id: str, names: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    return {n: [(m.step, m.value) for m in client.get_metric_history(run_id, n)] for n in names}
