@@ -26,7 +26,8 @@ from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
-from histoclr.ssl.model import imagenet_state_dict
+from histoclr.seg.train import run_finetune
+from histoclr.ssl.model import imagenet_state_dict, load_backbone
 from histoclr.tracking import (
     Run,
     check_tracking_uri,
@@ -131,8 +132,6 @@ def resolve_init(init: str, tracking_uri: str, cache_dir: Path) -> tuple[str, st
     ref = init.split(":", 1)[1]
     path = Path(ref)
     if path.is_file():
-        from histoclr.ssl.model import load_backbone
-
         return f"simclr:{path.resolve()}", str(load_backbone(path).metadata.get("run_id") or "none")
     if not run_exists(ref, tracking_uri):
         raise HistoclrError(f"{init}: neither a backbone file nor an MLflow run id in this tracking store")
@@ -168,7 +167,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
               cell_runner: Callable | None = None, echo: Callable[[str], None] = print) -> SweepResult:
     """Run every cell of the grid that has not FINISHED yet; returns what happened to each."""
     if cell_runner is None:
-        from histoclr.seg.train import run_finetune as cell_runner
+        cell_runner = run_finetune
 
     # ---- cheap checks first: an unreachable store or unwritable folder fails before any work
     uri = check_tracking_uri(tracking_uri or cfg.tracking_uri)

@@ -33,6 +33,7 @@ from histoclr.ssl.loss import ranking_metrics
 from histoclr.ssl.model import build_encoder
 from histoclr.ssl.trainer import sample_seed
 from histoclr.tracking import metric_history
+from histoclr.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,6 @@ class HoldoutDiagnostics:
         bad = [t for ds in self.bad_tile_sources for t in ds.bad_tiles()]
         metrics["bad_tiles"] = float(len(bad))
         if bad:
-            from histoclr.io import atomic_write_text
-
             atomic_write_text(out_dir / "bad_tiles.txt", "".join(f"{p}\t{r}\n" for p, r in bad))
             files.append(out_dir / "bad_tiles.txt")
         summary["metrics"] = metrics

@@ -23,7 +23,7 @@ from histoclr.config.pretrain import PretrainConfig
 from histoclr.errors import ConfigError
 from histoclr.io import sha256_file
 from histoclr.pretrain.dataset import TileDataset, load_tiles, sample_per_slide, split_slides
-from histoclr.pretrain.dense import DenseCropDataset
+from histoclr.pretrain.dense import DenseCropDataset, build_dense, write_manifest
 from histoclr.pretrain.diagnostics import HoldoutDiagnostics
 from histoclr.pretrain.snapshots import Snapshots
 from histoclr.ssl.augment import MultiViewTransform
@@ -80,8 +80,6 @@ def prepare_data(cfg: PretrainConfig) -> PretrainData:
     d = cfg.data
     views = build_views(cfg)
     if d.mode == "dense":
-        from histoclr.pretrain.dense import build_dense
-
         if d.manifests:
             log.warning("data.mode=dense: data.manifests (%s) is not used; set data.mode=tiles to "
                         "train on those tiles", ", ".join(map(str, d.manifests)))
@@ -131,8 +129,6 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, data: Pretra
     data_meta: dict[str, Any] = {"mode": cfg.data.mode, "train_sources": list(data.train_slides),
                                  "holdout_sources": list(data.holdout_slides)}
     if data.dense is not None:
-        from histoclr.pretrain.dense import write_manifest
-
         path = write_manifest(data.dense, cfg.out_dir, resuming=resume is not None)
         sha = data.dense.manifest_sha256
         excluded = [x["source_id"] for x in data.dense.excluded]

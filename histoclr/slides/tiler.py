@@ -37,6 +37,7 @@ from histoclr.progress import progress_bar
 from histoclr.slides.inputs import SlideSpec
 from histoclr.slides.reader import level_for_mpp, open_slide
 from histoclr.slides.tissue import region_fractions, tissue_mask
+from histoclr.slides.qc import save_qc
 
 OPTIONS_NAME = "tile_options.json"
 PARTS_DIR = ".parts"
@@ -185,8 +186,6 @@ def plan_slide(spec: SlideSpec, cfg: TileConfig, out: Path) -> SlidePlan:
         plan.geometry = geo
         plan.tiles = [(int(x), int(y), round(float(f), 4)) for x, y, f in zip(gx[keep], gy[keep], frac[keep])]
         if cfg.qc:
-            from histoclr.slides.qc import save_qc
-
             save_qc(out / "qc" / f"{spec.slide_id}.png", thumb, mask, boxes[keep],
                     title=f"{spec.slide_id}: {len(plan.tiles)} tiles")
     except Exception as e:  # noqa: BLE001  any failure of one slide fails that slide only

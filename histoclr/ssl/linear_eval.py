@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from histoclr.io import atomic_save
+
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "histoclr-features-v1"
 
@@ -72,8 +74,6 @@ def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, device:
     features = np.concatenate(feats).astype(np.float32)
     targets = np.concatenate(labels).astype(np.int64)
     if cache_path is not None:
-        from histoclr.io import atomic_save
-
         def _save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, features=features, labels=targets, key=np.asarray(key))
@@ -167,8 +167,6 @@ def plot_budget_bars(results: dict[str, dict[int, float]], path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from histoclr.io import atomic_save
 
     arms = list(results)
     budgets = sorted({b for accs in results.values() for b in accs})

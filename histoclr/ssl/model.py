@@ -16,6 +16,7 @@ from torch import nn
 
 from histoclr.errors import HistoclrError
 from histoclr.io import load_tagged, save_tagged
+from histoclr.io import read_torch_file
 
 ENCODER_ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 BACKBONE_FORMAT = "histoclr-backbone"
@@ -149,8 +150,6 @@ def imagenet_state_dict(arch: str, weights_path: str | Path | None = None) -> di
     """
 
     if weights_path is not None:
-        from histoclr.io import read_torch_file
-
         weights_path = Path(weights_path)
         sd = read_torch_file(weights_path, "ImageNet weights file",
                              f"give torchvision's {arch} ImageNet .pth (e.g. {arch}-*.pth from its cache)")

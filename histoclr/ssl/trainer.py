@@ -40,6 +40,8 @@ from histoclr.ssl.augment import (
 from histoclr.ssl.loss import ranking_metrics
 from histoclr.ssl.model import SimCLRModel, load_state_dict_strict, save_backbone
 from histoclr.tracking import NO_RUN, Run, git_commit, resolve_tracking_uri, run_exists, start_run
+from histoclr.optim import build_optimizer, build_schedule
+from histoclr.ssl.loss import NTXentLoss
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +269,6 @@ class SimCLRTrainer:
                 net = torch.compile(net)
 
             # ============ optimizer & schedule ============
-            from histoclr.optim import build_optimizer, build_schedule
 
             self.optimizer = build_optimizer(model, cfg.optim, global_batch)
             self.scheduler = build_schedule(self.optimizer, cfg.optim, tc.max_steps)
@@ -279,7 +280,6 @@ class SimCLRTrainer:
             self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
 
             # ============ loss ============
-            from histoclr.ssl.loss import NTXentLoss
 
             self.criterion = NTXentLoss(cfg.loss.temperature, gather_distributed=dist.distributed)
 
