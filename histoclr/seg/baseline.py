@@ -16,7 +16,6 @@ from histoclr.seg.metrics import (
     aggregated_jaccard_index,
     instance_metrics,
     remove_small,
-    segmentation_metrics,
 )
 from histoclr.seg.postprocess import choose_params, default_params, instances_from_output
 

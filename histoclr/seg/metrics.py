@@ -13,7 +13,6 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from skimage.measure import label
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential
 
@@ -56,22 +55,6 @@ def remove_small(ar: np.ndarray, min_size: int) -> np.ndarray:
     if "max_size" in inspect.signature(remove_small_objects).parameters:
         return remove_small_objects(ar, max_size=min_size - 1)
     return remove_small_objects(ar, min_size=min_size)
-
-
-def instances_from_binary(pred, min_size: int = 16) -> np.ndarray:
-    """int32 instance labels from a binary mask: 4-connected components of at least ``min_size`` px.
-
-    Touching nuclei stay merged (no watershed split).
-    """
-    fg = np.asarray(pred) != 0
-    if fg.ndim != 2:
-        raise ValueError(f"pred must be a 2-D array, got shape {fg.shape}")
-    if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}")
-    labels = label(fg, connectivity=1)
-    if min_size > 1:
-        labels = relabel_sequential(remove_small(labels, min_size))[0]
-    return labels.astype(np.int32)
 
 
 def _instance_pair(gt_instances, pred_instances) -> tuple[np.ndarray, np.ndarray]:
@@ -186,8 +169,3 @@ def instance_metrics(pred_instances, gt_instances, gt_mask=None) -> dict[str, fl
             "aji": aggregated_jaccard_index(gt_instances, pred_instances),
             "pq": pq["pq"], "dq": pq["dq"], "sq": pq["sq"],
             "f1": detection_f1(gt_instances, pred_instances)["f1"]}
-
-
-def segmentation_metrics(pred_binary, gt_mask, gt_instances, *, min_size: int = 16) -> dict:
-    """:func:`instance_metrics` of a binary prediction split into its connected components."""
-    return instance_metrics(instances_from_binary(pred_binary, min_size), gt_instances, gt_mask)

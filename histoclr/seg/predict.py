@@ -106,12 +106,6 @@ def sliding_window_predict(model: nn.Module, image: torch.Tensor, window: int, o
     return (acc / norm)[:, :h, :w].cpu()
 
 
-def foreground(probs: torch.Tensor | np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Binary nucleus mask ``(H, W)`` bool from activated outputs ``(C, H, W)`` of any target."""
-    classes, _ = split_output(probs)
-    return foreground_probability(classes) > threshold
-
-
 def split_output(out: torch.Tensor | np.ndarray, target: str = "binary") -> tuple[np.ndarray, np.ndarray | None]:
     """Activated outputs ``(C, H, W)`` -> ``(class probabilities (C', H, W), distance (H, W) or None)``."""
     p = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)

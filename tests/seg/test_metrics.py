@@ -10,12 +10,11 @@ from histoclr.seg.metrics import (
     detection_f1,
     dice,
     instance_metrics,
-    instances_from_binary,
     iou,
     panoptic_quality,
     pixel_accuracy,
-    segmentation_metrics,
 )
+from histoclr.seg.postprocess import connected_components
 
 
 def test_binary_metrics_by_hand():
@@ -67,17 +66,17 @@ def test_aji_hand_computed():
         aggregated_jaccard_index(gt, pr[:5])
 
 
-def test_instances_from_binary_and_segmentation_metrics():
+def test_connected_components_and_instance_metrics_of_a_binary_prediction():
     b = np.zeros((12, 12), bool)
     b[0:4, 0:4] = True
     b[4:6, 4:6] = True  # touches the first one only diagonally -> separate (4-connectivity)
     b[10, 10] = True  # 1 px: removed by min_size
-    inst = instances_from_binary(b, min_size=2)
+    inst = connected_components(b, min_size=2)
     assert inst.dtype == np.int32 and inst.max() == 2 and inst[10, 10] == 0
-    assert instances_from_binary(b, min_size=0).max() == 3
+    assert connected_components(b, min_size=0).max() == 3
 
     gt, pr = aji_case()
-    m = segmentation_metrics(pr > 0, gt > 0, gt, min_size=1)
+    m = instance_metrics(connected_components(pr > 0, min_size=1), gt, gt > 0)
     assert set(m) == {"dice", "iou", "pixel_acc", "aji", "pq", "dq", "sq", "f1"}
     assert m["dice"] == pytest.approx(dice(pr, gt))
     assert m["pixel_acc"] == pytest.approx(pixel_accuracy(pr, gt))

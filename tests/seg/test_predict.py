@@ -10,9 +10,8 @@ from PIL import Image
 
 from histoclr.errors import InputFileError
 from histoclr.seg.model import build_seg_model, load_seg_checkpoint, save_seg_checkpoint
-from histoclr.seg.postprocess import PostprocessParams, default_params
+from histoclr.seg.postprocess import PostprocessParams, default_params, foreground_probability
 from histoclr.seg.predict import (
-    foreground,
     predict_file,
     predict_image,
     read_input,
@@ -47,7 +46,7 @@ def test_sliding_window_sigmoid_for_one_class_and_bad_args():
     model = torch.nn.Conv2d(3, 1, kernel_size=1)
     probs = sliding_window_predict(model, torch.randn(3, 40, 50), window=32)
     assert probs.shape == (1, 40, 50) and float(probs.min()) >= 0 and float(probs.max()) <= 1
-    assert foreground(probs).shape == (40, 50)
+    assert foreground_probability(probs.numpy()).shape == (40, 50)
     with pytest.raises(ValueError):
         sliding_window_predict(model, torch.randn(40, 50), window=32)
     with pytest.raises(ValueError):
