@@ -12,9 +12,11 @@ as JPEG (quality 90) and once as PNG. Everything runs in ONE process pinned to O
 3. loader: the trainer's own DataLoader with one worker, batch 64, main process and worker pinned
    to the same core (adds collation and the hand-over between processes).
 
-"before" is the recipe with albumentations' own ``HEStain`` / ``RandomRotate90`` / ``Normalize``
-(``fast_ops=False``), "after" the shipped one; rounds interleave them in the same run and the
-median of the rounds is reported.
+"before" is the data path as it was (albumentations' own ``HEStain`` / ``RandomRotate90`` /
+``Normalize``, i.e. ``fast_ops=False``; Pillow decode; ``torch.manual_seed`` per item), "fast ops
+only" the shipped recipe with that old decode and seeding, "after" everything as shipped, "uint8"
+after with ``normalize=False`` (uint8 views, normalised by the trainer on its device); rounds
+interleave them in the same run and the median of the rounds is reported.
 
     .venv/bin/python benchmarks/bench_views.py
 """
@@ -22,6 +24,7 @@ median of the rounds is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -79,6 +82,27 @@ def make_tiles(out: Path, fmt: str, source: str = "auto", n_images: int = 17, ti
     cfg = TileConfig(tile_size=tile_size, mpp=0.5, assume_mpp=MONUSEG_MPP, format=fmt, qc=False)
     tile_slides(find_slides(inputs), cfg, out, workers=1, progress=False, log=lambda msg: None)
     return out
+
+
+def _legacy_seed_everything(seed: int) -> None:
+    """The per-item seeding before issue 18's second pass: ``torch.manual_seed`` (CPU and, lazily,
+    CUDA: a stack trace recorded on every call while CUDA is not initialised)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def legacy_data_path():
+    """The data path as it was before: Pillow decodes every tile and each item seeds torch with
+    ``torch.manual_seed``. DataLoader workers forked inside inherit the patches."""
+    with mock.patch("histoclr.images._decode_rgb_opencv", return_value=None), \
+            mock.patch("histoclr.ssl.trainer._seed_everything", _legacy_seed_everything):
+        yield
 
 
 def describe_tiles(folder: Path) -> str:
@@ -170,7 +194,8 @@ def loader_rate(dataset, batch_size: int, batches: int, image_size: int) -> floa
     return views / w, views / (w + m), views / wall
 
 
-def verdict(item_cpu: dict, decode: dict, loader_worker: dict | None, target: float = 200) -> str:
+def verdict(item_cpu: dict, decode: dict, loader_worker: dict | None, loader_uint8: dict | None = None,
+            target: float = 200) -> str:
     """One paragraph: the after rates against ``target`` views/s per core and where the time goes.
 
     ``item_cpu``/``decode``: CPU ms per view by format (after); ``loader_worker``: views per worker
@@ -184,12 +209,14 @@ def verdict(item_cpu: dict, decode: dict, loader_worker: dict | None, target: fl
         if loader_worker:
             extra = 1e3 / loader_worker[f] - ms
             text += f"; collation into shared memory in the DataLoader worker adds {extra:.2f} ms"
+        if loader_uint8:
+            rate_u8 = loader_uint8[f]
+            text += (f"; in the DataLoader worker {loader_worker[f]:.0f} views per CPU second with float views, "
+                     f"{rate_u8:.0f} with uint8 views ({'meets' if rate_u8 >= target else 'below'} the target)")
         parts.append(text + ")")
     return ("After, per free core: " + "; ".join(parts) + ". The rest of a view is crop, flips, HEStain, "
-            "colour jitter, blur and normalisation at about 0.2-1 ms each (table), plus the per-item "
-            "seeding and the albumentations Compose bookkeeping. Not done yet and next in line: JPEG tiles "
-            "(decode ~2x cheaper than PNG), uint8 views normalised on the training device (a quarter of the "
-            "shared-memory bytes per view, no CPU normalisation).")
+            "colour jitter, blur and normalisation at about 0.1-0.6 ms each (table), plus the albumentations "
+            "Compose bookkeeping.")
 
 
 def main() -> None:
@@ -209,7 +236,11 @@ def main() -> None:
     os.sched_setaffinity(0, {core})
     torch.set_num_threads(1)
     load_start = os.getloadavg()[0]
-    variants = {"before": {"fast_ops": False}, "after": {}}
+    # before: albumentations' own ops, Pillow decode, torch.manual_seed per item; after: as shipped
+    # fast ops only: the fast ops with the old decode and seeding (the state after the first pass)
+    # uint8: the recipe with normalize=False (the GPU config), normalised by the trainer on its device
+    variants = {"before": ({"fast_ops": False}, legacy_data_path), "fast ops only": ({}, legacy_data_path),
+                "after": ({}, contextlib.nullcontext), "uint8": ({"normalize": False}, contextlib.nullcontext)}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.cache or Path(tmp)
         folders = {fmt: make_tiles(root / f"tiles_{fmt}_{args.source}", fmt, args.source)
@@ -220,14 +251,15 @@ def main() -> None:
         loaders: dict = defaultdict(list)
         for r in range(args.rounds):
             for fmt, folder in folders.items():
-                for name, kw in variants.items():
+                for name, (kw, data_path) in variants.items():
                     compose = histology_views(args.image_size, **kw)
                     ds = dataset_for(folder, MultiViewTransform(compose, 2))
-                    time_steps(ds, compose, 2)                          # warm-up (imports, caches)
-                    steps[fmt, name].append(time_steps(ds, compose, args.tiles))
-                    items[fmt, name].append(time_items(ds, args.tiles, seed=r))
-                    if args.loader_batches and r == 0:
-                        loaders[fmt, name].append(loader_rate(ds, 64, args.loader_batches, args.image_size))
+                    with data_path():
+                        time_steps(ds, compose, 2)                          # warm-up (imports, caches)
+                        steps[fmt, name].append(time_steps(ds, compose, args.tiles))
+                        items[fmt, name].append(time_items(ds, args.tiles, seed=r))
+                        if args.loader_batches and r == 0:
+                            loaders[fmt, name].append(loader_rate(ds, 64, args.loader_batches, args.image_size))
                     print(f"round {r + 1} {fmt} {name}: {1e3 * items[fmt, name][-1][0]:.2f} CPU ms/view", flush=True)
     load_end = os.getloadavg()[0]
 
@@ -243,10 +275,14 @@ def main() -> None:
              f"colour jitter p 0.8, blur p 0.3), two views per tile; tiles: {origin}, written by "
              f"`histoclr tile` at 0.5 um/px as JPEG (quality 90) and PNG. One process pinned to one core "
              f"(core {core}), torch threads 1; {args.tiles} tiles ({2 * args.tiles} views) per measurement, "
-             f"median of {args.rounds} interleaved rounds. before = albumentations' own `HEStain`, "
-             f"`RandomRotate90` and `Normalize` (`fast_ops=False`), after = the shipped recipe "
-             f"(`FastHEStain`, `FastRandomRotate90`, `FastNormalize`: same random draws, images within "
-             f"one grey level per op). "
+             f"median of {args.rounds} interleaved rounds. before = the data path as it was: albumentations' own "
+             f"`HEStain`, `RandomRotate90` and `Normalize` (`fast_ops=False`), tiles decoded by Pillow, and "
+             f"`torch.manual_seed` per item; after = as shipped: `FastHEStain`, `FastRandomRotate90`, "
+             f"`FastNormalize` (same random draws, images within one grey level per op), tiles decoded by "
+             f"OpenCV (the same pixels), and only torch's CPU generator seeded per item (`torch.manual_seed` "
+             f"also queues a CUDA seed, recording a stack trace each call while CUDA is not initialised); "
+             f"fast ops only = the fast ops with the old decode and seeding; uint8 = after with `normalize: "
+             f"false` (the GPU config): uint8 views, which the trainer normalises on its device. "
              "Times are CPU time of the process (`time.process_time`, so other jobs on the shared core do "
              "not count) unless marked wall."), "",
             "| step (CPU ms per view) | " + " | ".join(f"{f.upper()} {n}" for f, n in cols) + " |",
@@ -268,12 +304,25 @@ def main() -> None:
                         [loaders[c][0][1] for c in cols], "{:.0f}"))
         body.append(row("the same, views/s wall clock", [loaders[c][0][2] for c in cols], "{:.0f}"))
     ratios = {f: item_cpu[f, "before"] / item_cpu[f, "after"] for f in folders}
+    second = {f: item_cpu[f, "fast ops only"] / item_cpu[f, "after"] for f in folders}
+    loader_second = ({f: loaders[f, "after"][0][0] / loaders[f, "fast ops only"][0][0] for f in folders}
+                     if args.loader_batches else {})
+    loader_uint8 = ({f: loaders[f, "uint8"][0][0] / loaders[f, "after"][0][0] for f in folders}
+                    if args.loader_batches else {})
     hest = {f: med[f, "before"]["HEStain"] / med[f, "after"]["HEStain"] for f in folders}
     body += ["", ("**Speed-up after / before (views per CPU second, whole item): "
                   + ", ".join(f"{f.upper()} {ratios[f]:.2f}x" for f in folders) + "**; HEStain step alone "
-                  + ", ".join(f"{f.upper()} {hest[f]:.1f}x" for f in folders) + "."),
+                  + ", ".join(f"{f.upper()} {hest[f]:.1f}x" for f in folders) + ". OpenCV decode and CPU-only "
+                  "seeding alone (after / fast ops only): whole item "
+                  + ", ".join(f"{f.upper()} {second[f]:.2f}x" for f in folders)
+                  + ("; DataLoader worker " + ", ".join(f"{f.upper()} {loader_second[f]:.2f}x" for f in folders)
+                     if loader_second else "") + "."
+                  + (" uint8 views / float views, DataLoader worker (collation of a quarter of the bytes): "
+                     + ", ".join(f"{f.upper()} {loader_uint8[f]:.2f}x" for f in folders) + "."
+                     if loader_uint8 else "")),
              "", verdict({f: item_cpu[f, "after"] for f in folders}, {f: med[f, "after"]["decode"] for f in folders},
-                         {f: loaders[f, "after"][0][0] for f in folders} if args.loader_batches else None),
+                         {f: loaders[f, "after"][0][0] for f in folders} if args.loader_batches else None,
+                         {f: loaders[f, "uint8"][0][0] for f in folders} if args.loader_batches else None),
              "", ("Target (issue 18): 200 views/s per core, so that 16 cores feed 3,000 views/s. The steps "
                   "are timed one by one outside the Compose, so their sum differs from the whole item "
                   "(Compose bookkeeping, per-item seeding). The CPU was shared with other engineers' jobs "

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import tifffile
 from PIL import Image
@@ -145,12 +146,34 @@ def decode_image(path: str | Path) -> DecodedImage:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             return DecodedImage(as_rgb_uint8(page.asarray(), path), tiff_page_mpp(page), "tiff")
-    with Image.open(path) as im:
+    with Image.open(path) as im:  # the header only: format, mode, resolution
         fmt = (im.format or "image").lower()
         mpp = dpi_mpp(im.info.get("dpi"))
+        rgb = _decode_rgb_opencv(path, im)
+        if rgb is not None:
+            return DecodedImage(rgb, mpp, fmt)
         if im.mode not in _ARRAY_MODES:  # palette, LA, CMYK, 1-bit, ...
             im = im.convert("RGBA")
         return DecodedImage(as_rgb_uint8(np.asarray(im), path), mpp, fmt)
+
+
+def _decode_rgb_opencv(path: Path, im: Image.Image) -> np.ndarray | None:
+    """Pixels ``(H, W, 3)`` uint8 of an 8-bit RGB PNG or JPEG decoded by OpenCV, else None.
+
+    OpenCV decodes these 1.3-1.5x faster than Pillow, to the same pixels (the pretraining data path
+    reads every tile this way). EXIF orientation is ignored, as Pillow does. None (Pillow decodes,
+    and raises its own error) for other modes and formats, a JPEG without its end marker and
+    anything OpenCV cannot decode in full (a truncated file).
+    """
+    if im.mode != "RGB" or im.format not in ("PNG", "JPEG"):
+        return None
+    buf = np.fromfile(path, np.uint8)
+    if im.format == "JPEG" and buf[-2:].tobytes() != b"\xff\xd9":
+        return None
+    rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None or rgb.shape != (im.height, im.width, 3):
+        return None
+    return rgb
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -15,6 +15,7 @@ from histoclr.images import (
     IMAGENET_STD,
     TILE_INPUT_SUFFIXES,
     WSI_SUFFIXES,
+    _decode_rgb_opencv,
     as_rgb_uint8,
     decode_image,
     image_mpp,
@@ -97,3 +98,45 @@ def test_normalize_image_to_chw():
     assert torch.allclose(x, (torch.from_numpy(img).permute(2, 0, 1) / 255.0 - m) / s, atol=1e-6)
     with pytest.raises(ValueError, match="RGB uint8"):
         normalize_image(img.astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
+def test_decode_image_opencv_path_gives_pillows_pixels(tmp_path, fmt, suffix):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / f"tile{suffix}"
+    Image.fromarray(rgb).save(path, format=fmt, dpi=(50800, 50800))  # 0.5 um/px
+    with Image.open(path) as im:
+        assert _decode_rgb_opencv(path, im) is not None  # the fast path is the one taken
+        reference = np.asarray(im.convert("RGB"))
+    decoded = decode_image(path)
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.flags.c_contiguous
+    np.testing.assert_array_equal(decoded.rgb, reference)
+    assert decoded.format == fmt.lower() and decoded.mpp == pytest.approx(0.5, rel=1e-3)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
+def test_decode_image_truncated_file_still_raises(tmp_path, fmt, suffix):
+    rng = np.random.default_rng(1)
+    path = tmp_path / f"tile{suffix}"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with Image.open(path) as im:
+        assert _decode_rgb_opencv(path, im) is None  # OpenCV declines; Pillow decodes and raises
+    with pytest.raises(OSError):
+        decode_image(path)
+    with pytest.raises(InputFileError, match="tile"):
+        read_rgb(path)
+
+
+def test_decode_image_grey_and_rgba_go_through_pillow(tmp_path):
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    rgba = np.dstack([np.full((6, 8, 3), 10, np.uint8), np.full((6, 8), 255, np.uint8)])
+    for name, arr in (("grey.png", grey), ("rgba.png", rgba)):
+        path = tmp_path / name
+        Image.fromarray(arr).save(path)
+        with Image.open(path) as im:
+            assert _decode_rgb_opencv(path, im) is None
+    np.testing.assert_array_equal(decode_image(tmp_path / "grey.png").rgb[..., 1], grey)
+    np.testing.assert_array_equal(decode_image(tmp_path / "rgba.png").rgb, np.full((6, 8, 3), 10, np.uint8))

@@ -1,7 +1,9 @@
 """SimCLR view pipelines (albumentations), multi-view wrapper, seeding, and a preview picture.
 
 Every recipe maps an ``(H, W, 3)`` uint8 RGB image to a float32 ``(3, S, S)`` tensor normalised
-with ``mean``/``std``. Nothing here knows which data set it is used on.
+with ``mean``/``std``, or with ``normalize=False`` to the uint8 ``(3, S, S)`` view, which the trainer
+normalises on its device (:func:`normalize_views`): a quarter of the bytes to collate, share and
+copy per view, for data paths that must feed a GPU. Nothing here knows which data set it is used on.
 
 Determinism: albumentations 2.x pipelines keep their own RNG (global ``random``/NumPy seeds do
 not reach them). :func:`seed_views` seeds one pipeline (or a :class:`MultiViewTransform`) with a
@@ -52,29 +54,47 @@ def _check_size_scale(image_size: int, scale: Sequence[float]) -> tuple[float, f
 
 
 def _tail(blur_p: float, blur_sigma: Sequence[float], grayscale_p: float,
-          mean: Sequence[float], std: Sequence[float], fast: bool = False) -> list:
+          mean: Sequence[float], std: Sequence[float], fast: bool = False, normalize: bool = True) -> list:
     lo, hi = (float(s) for s in blur_sigma)
     if not 0.0 < lo <= hi:
         raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {tuple(blur_sigma)}")
-    return [
-        # blur_limit=0: kernel size derived from the sampled sigma
-        A.GaussianBlur(blur_limit=0, sigma_limit=(lo, hi), p=blur_p),
-        A.ToGray(num_output_channels=3, p=grayscale_p),
-        (FastNormalize if fast else A.Normalize)(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-        ToTensorV2(),
-    ]
+    _check_mean_std(mean, std)
+    # blur_limit=0: kernel size derived from the sampled sigma
+    out = [A.GaussianBlur(blur_limit=0, sigma_limit=(lo, hi), p=blur_p), A.ToGray(num_output_channels=3, p=grayscale_p)]
+    if normalize:
+        out.append((FastNormalize if fast else A.Normalize)(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
+    return [*out, ToTensorV2()]
+
+
+def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3 or min(float(v) for v in std) <= 0:
+        raise ValueError(f"mean and std need 3 values each, std > 0; got {tuple(mean)}, {tuple(std)}")
+
+
+def normalize_views(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 views ``(B, 3, S, S)`` (a recipe with ``normalize=False``) -> float32 ``(x / 255 - mean) / std``
+    on ``x``'s device, as the recipe's own normalisation would have given them; other dtypes pass through."""
+    if x.dtype != torch.uint8:
+        return x
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"views must be (B, 3, S, S), got {tuple(x.shape)}")
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - m) / s
 
 
 def natural_views(image_size: int = 96, scale: Sequence[float] = (0.08, 1.0), hflip_p: float = 0.5,
                   jitter_strength: float = 0.5, jitter_p: float = 0.8, grayscale_p: float = 0.2,
                   blur_p: float = 0.5, blur_sigma: Sequence[float] = (0.1, 2.0),
-                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                  normalize: bool = True) -> A.Compose:
     """The SimCLR paper's recipe (Chen et al. 2020, appendix A).
 
     Random resized crop (area ``scale``, aspect 3/4..4/3) to ``image_size``, horizontal flip,
     colour jitter (brightness/contrast/saturation ``0.8 s``, hue ``0.2 s`` with
     ``s = jitter_strength``) with probability ``jitter_p``, grayscale, Gaussian blur, normalise.
-    ``(H, W, 3)`` uint8 -> ``(3, image_size, image_size)`` float32.
+    ``(H, W, 3)`` uint8 -> ``(3, image_size, image_size)`` float32 (uint8 with ``normalize=False``).
     """
     lo, hi = _check_size_scale(image_size, scale)
     _check_prob(hflip_p=hflip_p, jitter_p=jitter_p, grayscale_p=grayscale_p, blur_p=blur_p)
@@ -85,7 +105,7 @@ def natural_views(image_size: int = 96, scale: Sequence[float] = (0.08, 1.0), hf
         A.RandomResizedCrop(size=(int(image_size), int(image_size)), scale=(lo, hi)),
         A.HorizontalFlip(p=hflip_p),
         A.ColorJitter(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s, p=jitter_p),
-        *_tail(blur_p, blur_sigma, grayscale_p, mean, std),
+        *_tail(blur_p, blur_sigma, grayscale_p, mean, std, normalize=normalize),
     ])
 
 
@@ -182,7 +202,7 @@ def histology_views(image_size: int = 224, scale: Sequence[float] = (0.3, 1.0), 
                     saturation: float = 0.1, hue: float = 0.04, jitter_p: float = 0.8,
                     blur_p: float = 0.3, blur_sigma: Sequence[float] = (0.1, 1.5),
                     grayscale_p: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD, fast_ops: bool = True) -> A.Compose:
+                    std: Sequence[float] = IMAGENET_STD, fast_ops: bool = True, normalize: bool = True) -> A.Compose:
     """Stain-aware views of H&E tiles.
 
     Milder random resized crop than the natural recipe: ``scale`` down to 0.3 of the area
@@ -197,7 +217,8 @@ def histology_views(image_size: int = 224, scale: Sequence[float] = (0.3, 1.0), 
     (focus variation). Grayscale is off by default (stain colour carries information).
     ``fast_ops``: :class:`FastHEStain` / :class:`FastRandomRotate90` / :class:`FastNormalize` (same
     draws and images, several times faster); false: albumentations' own classes (the reference).
-    ``(H, W, 3)`` uint8 -> ``(3, image_size, image_size)`` float32.
+    ``(H, W, 3)`` uint8 -> ``(3, image_size, image_size)`` float32; with ``normalize=False`` uint8, for
+    the trainer to normalise on its device (:func:`normalize_views`).
     """
     lo, hi = _check_size_scale(image_size, scale)
     _check_prob(hflip_p=hflip_p, vflip_p=vflip_p, rot90_p=rot90_p, hestain_p=hestain_p,
@@ -211,7 +232,7 @@ def histology_views(image_size: int = 224, scale: Sequence[float] = (0.3, 1.0), 
                   intensity_shift_range=tuple(intensity_shift_range),
                   augment_background=augment_background, p=hestain_p),
         A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=jitter_p),
-        *_tail(blur_p, blur_sigma, grayscale_p, mean, std, fast=fast_ops),
+        *_tail(blur_p, blur_sigma, grayscale_p, mean, std, fast=fast_ops, normalize=normalize),
     ])
 
 
@@ -337,6 +358,9 @@ def augment_worker_init_fn(worker_id: int) -> None:
 
 # --------------------------------------------------------------------------- preview
 def _to_display(view: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A view ``(3, S, S)`` (normalised float, or uint8) -> ``(S, S, 3)`` float in [0, 1]."""
+    if view.dtype == torch.uint8:
+        return view.detach().cpu().numpy().transpose(1, 2, 0) / 255.0
     x = view.detach().float().cpu().numpy().transpose(1, 2, 0)
     return np.clip(x * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 

@@ -24,6 +24,7 @@ from histoclr.ssl.augment import (
     he_stain_uint8,
     histology_views,
     natural_views,
+    normalize_views,
     save_view_preview,
     seed_transforms,
     seed_views,
@@ -337,3 +338,20 @@ def test_fast_ops_same_distribution_as_reference_with_independent_seeds(image):
     se = np.sqrt((fast.var(0) + ref.var(0)) / n)     # standard error of the difference of the means
     assert np.all(np.abs(fast.mean(0) - ref.mean(0)) < 4 * se + 1e-6)
     assert np.all(np.abs(np.log(fast.std(0) + 1e-9) - np.log(ref.std(0) + 1e-9)) < 0.35)
+
+
+@pytest.mark.parametrize("recipe", ["natural", "histology"])
+def test_uint8_views_normalised_on_device_equal_the_recipes_normalisation(recipe, image):
+    """normalize=False: the same draws as uint8 (3, S, S); normalize_views gives the float views."""
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    as_float = build_views(recipe, image_size=32, mean=mean, std=std)
+    as_uint8 = build_views(recipe, image_size=32, mean=mean, std=std, normalize=False)
+    seed_views(as_float, 7)
+    seed_views(as_uint8, 7)
+    for _ in range(3):
+        f, u = as_float(image=image)["image"], as_uint8(image=image)["image"]
+        assert u.dtype == torch.uint8 and u.shape == f.shape == (3, 32, 32)
+        torch.testing.assert_close(normalize_views(u[None], mean, std)[0], f, atol=1e-5, rtol=0)
+    assert torch.equal(normalize_views(f[None], mean, std), f[None])  # float views pass through
+    with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
+        normalize_views(u)

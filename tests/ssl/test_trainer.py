@@ -192,3 +192,40 @@ def test_split_views_accepts_both_item_layouts():
     assert split_views([v, torch.tensor([0, 1])]) == v
     with pytest.raises(ValueError, match="list of view tensors"):
         split_views({"x": 1})
+
+
+def test_per_item_seed_gives_the_streams_manual_seed_gives():
+    """SeededDataset seeds torch's CPU generator only (cheap), with the same stream as torch.manual_seed."""
+    import random
+
+    from histoclr.ssl.trainer import SeededDataset
+
+    class Draws(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return torch.rand(3), np.random.rand(), random.random()
+
+    seeded = SeededDataset(Draws())
+    got = seeded[(0, 123)]
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    want = torch.rand(3), np.random.rand(), random.random()
+    assert torch.equal(got[0], want[0]) and got[1:] == want[1:]
+    assert not torch.equal(seeded[(0, 124)][0], got[0])
+
+
+def test_uint8_views_train_as_the_float_views_do(tmp_path):
+    """A recipe with normalize=False hands uint8 views to the trainer, which normalises them on its
+    device: the same loss curve as the recipe's own normalisation (to float32 rounding)."""
+    runs = {}
+    for name, normalize in (("float", True), ("uint8", False)):
+        cfg = tiny_cfg(tmp_path / name, max_steps=3)
+        data = BlockImages(8, normalize=normalize)
+        assert data.transform(data.images[0])[0].dtype == (torch.float32 if normalize else torch.uint8)
+        runs[name] = SimCLRTrainer(cfg, data).fit().run_id
+    losses = {k: [m.value for m in _client().get_metric_history(r, "loss")] for k, r in runs.items()}
+    assert len(losses["uint8"]) == 3
+    np.testing.assert_allclose(losses["uint8"], losses["float"], rtol=0, atol=1e-4)
