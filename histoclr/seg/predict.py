@@ -1,31 +1,24 @@
 """Whole-image inference: sliding window with Gaussian overlap blending at the model's mpp, then the
-checkpoint's instance post-processing (:mod:`histoclr.seg.postprocess`)."""
+checkpoint's instance post-processing (:mod:`histoclr.seg.postprocess`). Files, slides and regions:
+:mod:`histoclr.seg.slide_predict`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
-import tifffile
 import torch
-from PIL import Image
 from torch import nn
 
-from histoclr.errors import InputFileError
 from histoclr.images import normalize_image
-from histoclr.io import atomic_path
 from histoclr.seg.dataset import resize_nearest
-from histoclr.seg.overlay import save_overlay_png
 from histoclr.seg.postprocess import (
     PostprocessParams,
     foreground_probability,
     instances_from_output,
 )
-from histoclr.slides.reader import level_for_mpp, open_slide
 
 
 @lru_cache(maxsize=8)
@@ -122,17 +115,41 @@ def instances_of(out: torch.Tensor | np.ndarray, target: str, params: Postproces
     return instances_from_output(classes, params, distance)
 
 
+def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB ``(h, w, 3)`` resized to ``size = (w', h')``: area averaging when shrinking, bilinear when
+    enlarging; returned as is when already that size."""
+    if image.shape[1::-1] == tuple(size):
+        return image
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def predict_work(ckpt, work: np.ndarray, params: PostprocessParams, *, overlap: float = 0.25,
+                 batch_size: int = 4, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """Instances and nucleus probability of an RGB uint8 image ``(H, W, 3)`` already at ``ckpt.mpp``.
+
+    Sliding window (batches of ``batch_size`` windows), then the post-processing ``params``.
+    Returns ``(instances (H, W) int32, probability (H, W) float32)``.
+    """
+    target = ckpt.model.spec.target
+    x = normalize_image(work, ckpt.mean, ckpt.std)
+    out = sliding_window_predict(ckpt.model, x, ckpt.window, overlap, batch_size, device, target)
+    prob = foreground_probability(split_output(out, target)[0]).astype(np.float32)
+    return instances_of(out, target, params), prob
+
+
 def predict_image(ckpt, image: np.ndarray, image_mpp: float | None, *, overlap: float = 0.25,
                   batch_size: int = 4, device=None,
                   postprocess: PostprocessParams | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nucleus instances and probability of an RGB uint8 image ``(H, W, 3)``, both at its own size.
 
-    The image is resampled to ``ckpt.mpp`` (area when shrinking, bilinear when enlarging), run by
-    sliding window and post-processed there with ``postprocess`` (default: the checkpoint's own
-    parameters, the ones validated in training); the instances are resized back nearest-neighbour
-    and the probability bilinearly. Returns ``(instances (H, W) int32, probability (H, W) float32)``.
-    ``ckpt``: a :class:`histoclr.seg.model.SegCheckpoint`. ``image_mpp`` may be None only when the
-    model works at native resolution (``ckpt.mpp is None``).
+    The image is resampled to ``ckpt.mpp`` (:func:`resample`) and run through :func:`predict_work`
+    with ``postprocess`` (default: the checkpoint's own parameters, the ones validated in training);
+    the instances are resized back nearest-neighbour and the probability bilinearly. Returns
+    ``(instances (H, W) int32, probability (H, W) float32)``. ``ckpt``: a
+    :class:`histoclr.seg.model.SegCheckpoint`. ``image_mpp`` may be None only when the model works
+    at native resolution (``ckpt.mpp is None``). Whole slides and regions:
+    :mod:`histoclr.seg.slide_predict`.
     """
     h, w = image.shape[:2]
     scale = 1.0
@@ -143,94 +160,10 @@ def predict_image(ckpt, image: np.ndarray, image_mpp: float | None, *, overlap: 
         scale = image_mpp / ckpt.mpp
     work = image
     if not math.isclose(scale, 1.0, rel_tol=1e-3):
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        work = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    target = ckpt.model.spec.target
-    x = normalize_image(work, ckpt.mean, ckpt.std)
-    out = sliding_window_predict(ckpt.model, x, ckpt.window, overlap, batch_size, device, target)
-    instances = instances_of(out, target, postprocess or ckpt.postprocess)
-    prob = foreground_probability(split_output(out, target)[0]).astype(np.float32)
+        work = resample(image, (max(1, round(w * scale)), max(1, round(h * scale))))
+    instances, prob = predict_work(ckpt, work, postprocess or ckpt.postprocess, overlap=overlap,
+                                   batch_size=batch_size, device=device)
     if prob.shape != (h, w):
         prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         instances = resize_nearest(instances, (h, w))
     return instances, prob
-
-
-# --------------------------------------------------------------------------- files
-MAX_WHOLE_PIXELS = 100_000_000   # a larger input needs --region
-
-
-def read_input(path, region: tuple[int, int, int, int] | None = None, *, mpp: float | None = None,
-               assume_mpp: float | None = None, model_mpp: float | None = None):
-    """Read an image, or a level-0 ``region = (x, y, w, h)`` of a slide, near ``model_mpp``.
-
-    The input's mpp is ``mpp`` when given, else the file's metadata, else ``assume_mpp``. A slide
-    region is read through OpenSlide from the coarsest pyramid level still at least as fine as the
-    model's mpp. Returns ``(rgb (h', w', 3) uint8, mpp of rgb or None, (h, w) level-0 size, name)``.
-
-    Raises:
-        InputFileError: unreadable file, a region outside the slide, an input too large without
-            ``--region``, or an unknown mpp when the model needs one.
-    """
-    path = Path(path)
-    with open_slide(path) as s:
-        base_mpp = mpp or s.mpp or assume_mpp
-        if model_mpp is not None and base_mpp is None:
-            raise InputFileError(path, f"its resolution (mpp) is unknown and the model works at {model_mpp} "
-                                 "um/px; pass --mpp M (or --assume-mpp M for files without it)")
-        W, H = s.dimensions
-        if region is None:
-            if W * H > MAX_WHOLE_PIXELS:
-                raise InputFileError(path, f"{W}x{H} px is too large to predict whole; pass --region x,y,w,h")
-            x, y, w, h = 0, 0, W, H
-            name = path.stem
-        else:
-            x, y, w, h = region
-            if w < 1 or h < 1 or x < 0 or y < 0 or x + w > W or y + h > H:
-                raise InputFileError(path, f"region x={x},y={y},w={w},h={h} is not inside the slide ({W}x{H} at level 0)")
-            name = f"{path.stem}_x{x}_y{y}_w{w}_h{h}"
-        level = 0
-        if model_mpp is not None and s.level_count > 1:
-            level, _ = level_for_mpp(s.level_downsamples, base_mpp, model_mpp, 1)
-        ds = s.level_downsamples[level]
-        rgb = s.read_region((x, y), level, (max(1, round(w / ds)), max(1, round(h / ds))))
-    return rgb, (base_mpp * ds if base_mpp else None), (h, w), name
-
-
-def predict_file(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None, mask_format: str = "png",
-                 binary: bool = False, threshold: float | None = None, overlap: float = 0.25, batch_size: int = 4,
-                 device=None) -> dict:
-    """Predict one input and write, at the input's (level-0 region's) size, ``<name>_instances.<png|tif>``
-    (the nucleus instance labels: 16-bit PNG, or TIFF past 65,535 nuclei) or, with ``binary``,
-    ``<name>_mask.<png|tif>`` (0/255), plus ``<name>_overlay.png`` with every nucleus outlined.
-
-    ``threshold``: overrides the checkpoint's foreground threshold. Returns ``{"mask": path,
-    "overlay": path, "nuclei": n, "foreground": fraction}``.
-    """
-    if mask_format not in ("png", "tiff"):
-        raise ValueError(f"mask_format must be png or tiff, got {mask_format!r}")
-    params = ckpt.postprocess if threshold is None else replace(ckpt.postprocess, fg_threshold=threshold).validate()
-    rgb, image_mpp, (h, w), name = read_input(path, region, mpp=mpp, assume_mpp=assume_mpp, model_mpp=ckpt.mpp)
-    instances, _ = predict_image(ckpt, rgb, image_mpp, overlap=overlap, batch_size=batch_size, device=device,
-                                 postprocess=params)
-    if instances.shape != (h, w):
-        instances = resize_nearest(instances, (h, w))
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    out_dir = Path(out_dir)
-    n = int(instances.max())
-    if binary:
-        data = (instances > 0).astype(np.uint8) * 255
-        stem = f"{name}_mask"
-    else:
-        data = instances.astype(np.uint16) if n <= 65535 else instances.astype(np.int32)
-        stem = f"{name}_instances"
-        if mask_format == "png" and n > 65535:
-            mask_format = "tiff"      # a 16-bit PNG holds at most 65,535 nuclei
-    mask_path = out_dir / f"{stem}.{'png' if mask_format == 'png' else 'tif'}"
-    with atomic_path(mask_path) as tmp:
-        if mask_format == "png":
-            Image.fromarray(data).save(tmp, format="PNG")
-        else:
-            tifffile.imwrite(tmp, data, compression="zlib")
-    overlay_path = save_overlay_png(out_dir / f"{name}_overlay.png", rgb, instances)
-    return {"mask": mask_path, "overlay": overlay_path, "nuclei": n, "foreground": float((instances > 0).mean())}

@@ -1,5 +1,6 @@
-"""Sliding-window prediction, resampling to the model's mpp, instance/mask/overlay files, the checkpoint's
-post-processing applied, slide regions."""
+"""Sliding-window prediction, resampling to the model's mpp, instance/mask/overlay files of images and
+slide regions (through histoclr.seg.slide_predict, the one file path), the checkpoint's post-processing
+applied."""
 
 from __future__ import annotations
 
@@ -11,13 +12,8 @@ from PIL import Image
 from histoclr.errors import InputFileError
 from histoclr.seg.model import build_seg_model, load_seg_checkpoint, save_seg_checkpoint
 from histoclr.seg.postprocess import PostprocessParams, default_params, foreground_probability
-from histoclr.seg.predict import (
-    predict_file,
-    predict_image,
-    read_input,
-    sliding_window_predict,
-    window_starts,
-)
+from histoclr.seg.predict import predict_image, sliding_window_predict, window_starts
+from histoclr.seg.slide_predict import geometry_of, predict_input
 
 
 @pytest.mark.parametrize("size, window, overlap", [(100, 32, 0.25), (32, 32, 0.5), (20, 32, 0.25), (65, 32, 0.0)])
@@ -72,20 +68,22 @@ def test_predict_image_returns_input_size(checkpoint):
         predict_image(checkpoint, image, image_mpp=None)
 
 
-def test_predict_file_writes_instances_mask_and_overlay(checkpoint, tmp_path):
+def test_predict_input_writes_instances_mask_and_overlay_of_an_image(checkpoint, tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (75, 110, 3), dtype=np.uint8)).save(tmp_path / "img.png")
-    res = predict_file(checkpoint, tmp_path / "img.png", tmp_path / "out", mpp=0.5, threshold=0.3)
-    labels = np.asarray(Image.open(res["mask"]))
-    assert res["mask"].name == "img_instances.png" and labels.shape == (75, 110) and labels.dtype == np.uint16
-    assert res["nuclei"] >= 1 and set(np.unique(labels)) - {0} == set(range(1, res["nuclei"] + 1))
-    assert np.asarray(Image.open(res["overlay"])).shape == (75, 110, 3)
-    res = predict_file(checkpoint, tmp_path / "img.png", tmp_path / "out", assume_mpp=0.5,
-                       mask_format="tiff", binary=True)
+    res = predict_input(checkpoint, tmp_path / "img.png", tmp_path / "out", mpp=0.5, threshold=0.3, progress=False)
+    labels = np.asarray(Image.open(res.files["mask"]))
+    assert res.mode == "region" and res.files["mask"].endswith("img_instances.png")
+    assert labels.shape == (75, 110) and labels.dtype == np.uint16
+    assert res.nuclei >= 1 and set(np.unique(labels)) - {0} == set(range(1, res.nuclei + 1))
+    assert np.asarray(Image.open(res.files["overlay"])).shape == (75, 110, 3)
+    assert {"geojson", "csv"} <= set(res.files)
+    res = predict_input(checkpoint, tmp_path / "img.png", tmp_path / "out", assume_mpp=0.5, mask_format="tiff",
+                        binary=True, overwrite=True, progress=False)
     import tifffile
 
-    mask = tifffile.imread(res["mask"])
-    assert res["mask"].name == "img_mask.tif" and mask.shape == (75, 110) and set(np.unique(mask)) <= {0, 255}
+    mask = tifffile.imread(res.files["mask"])
+    assert res.files["mask"].endswith("img_mask.tif") and mask.shape == (75, 110) and set(np.unique(mask)) <= {0, 255}
 
 
 class _Painter(torch.nn.Module):
@@ -136,21 +134,27 @@ def test_a_checkpoint_from_before_instance_targets_loads_as_components(tmp_path)
     assert "\n" not in str(e.value)
 
 
-def test_read_input_errors_name_the_file(checkpoint, tmp_path):
+def test_input_errors_name_the_file(checkpoint, tmp_path):
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(InputFileError, match="a.png.*mpp"):
-        read_input(tmp_path / "a.png", model_mpp=0.5)
+        predict_input(checkpoint, tmp_path / "a.png", tmp_path / "out", progress=False)
     with pytest.raises(InputFileError, match="not inside"):
-        read_input(tmp_path / "a.png", (30, 0, 40, 10), mpp=0.5, model_mpp=0.5)
+        predict_input(checkpoint, tmp_path / "a.png", tmp_path / "out", region=(30, 0, 40, 10), mpp=0.5,
+                      progress=False)
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(InputFileError, match="broken.tif"):
-        predict_file(checkpoint, tmp_path / "broken.tif", tmp_path / "out", mpp=0.5)
+        predict_input(checkpoint, tmp_path / "broken.tif", tmp_path / "out", mpp=0.5, progress=False)
 
 
 def test_slide_region_through_openslide(shared_data, checkpoint, tmp_path):
+    from histoclr.slides.reader import open_slide
+
     slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
-    rgb, mpp, shape, name = read_input(slide, (200, 300, 120, 90), model_mpp=0.5)
-    assert shape == (90, 120) and rgb.shape == (90, 120, 3) and mpp == pytest.approx(0.499, abs=1e-3)
-    assert name == "CMU-1-Small-Region_x200_y300_w120_h90"
-    res = predict_file(checkpoint, slide, tmp_path / "out", region=(200, 300, 120, 90), binary=True)
-    assert np.asarray(Image.open(res["mask"])).shape == (90, 120)
+    with open_slide(slide) as s:
+        geo = geometry_of(s, slide, (200, 300, 120, 90), model_mpp=0.5)
+    assert geo.size0 == (120, 90) and geo.level == 0 and geo.scale == pytest.approx(0.998)
+    assert geo.work_size == (120, 90)
+    assert geo.base_mpp == pytest.approx(0.499, abs=1e-3)
+    res = predict_input(checkpoint, slide, tmp_path / "out", region=(200, 300, 120, 90), binary=True, progress=False)
+    assert res.name == "CMU-1-Small-Region_x200_y300_w120_h90"
+    assert np.asarray(Image.open(res.files["mask"])).shape == (90, 120)
