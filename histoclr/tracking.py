@@ -24,6 +24,15 @@ Also: ``open_run`` (same arguments; a :class:`Run` to ``end(status)`` yourself, 
 parent), ``Run.attach(run_id, uri)`` (a handle on an existing run), ``find_runs(experiment, uri,
 tags=..., parent_run_id=...)`` (newest first), ``record_run`` (a child created and ended at once,
 e.g. a skipped cell), ``find_artifact``/``download_artifact``.
+
+The MLflow UI: every experiment histoclr creates or logs to is tagged ``mlflow.experimentKind=
+custom_model_development`` (model training, so MLflow 3 opens it on its runs table rather than the
+GenAI overview); ``experiment_url`` / ``runs_link`` give the direct link to its runs view
+(``<ui>/#/experiments/<id>/runs?workflowType=machine_learning``).
+
+Models: ``log_model`` logs a PyTorch model (with its checkpoint file as an extra file) on a run and
+registers it; ``resolve_model_uri`` turns ``models:/NAME/VERSION`` or ``runs:/RUN_ID/PATH`` into a
+local checkpoint file (what ``histoclr.seg.model.load_seg_checkpoint`` does with such a URI).
 """
 
 from __future__ import annotations
@@ -47,6 +56,14 @@ DEFAULT_DB = "mlflow.db"
 RUN_TAGS_ENV = "HISTOCLR_RUN_TAGS"
 MAX_PARAM_CHARS = 6000
 CHECK_TIMEOUT_S = 5.0
+#: The experiment tag that selects MLflow 3's UI mode, and its value for model-training work.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+#: The UI's URL parameter that selects the model-training (runs table) view.
+WORKFLOW_PARAM = "workflowType=machine_learning"
+#: Where `histoclr ui` serves a local store by default.
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+MODEL_URI_SCHEMES = ("models:/", "runs:/")
 
 
 class TrackingError(HistoclrError):
@@ -227,16 +244,72 @@ NO_RUN = Run()
 
 
 def _experiment_id(client, name: str) -> str:
+    """The id of experiment ``name`` (created when missing), tagged as model-training work."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        except Exception:  # created meanwhile by another process
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    _tag_training(client, exp)
+    return exp.experiment_id
+
+
+def _tag_training(client, exp) -> None:
+    """Tag an experiment made before histoclr tagged them (or by plain MLflow) as model training."""
+    if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+
+
+# --------------------------------------------------------------------------- the UI
+def ui_base_url(tracking_uri: str | None = None) -> str:
+    """The UI of a store: the tracking server itself, or what `histoclr ui` serves for a local one."""
+    uri = resolve_tracking_uri(tracking_uri)
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI_URL
+
+
+def experiment_url(experiment_id: str, ui_url: str) -> str:
+    """The direct link to an experiment's runs table in the model-training view of MLflow's UI."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_PARAM}"
+
+
+def runs_link(experiment: str | None = None, tracking_uri: str | None = None, ui_url: str | None = None,
+              *, experiment_id: str | None = None) -> str:
+    """``MLflow runs of <experiment>: <url>`` (for a local store with how to start the UI) for the
+    experiment of that name (or id); tags it as model training if it is not yet.
+
+    Raises:
+        TrackingError: no such experiment in the store."""
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
     try:
-        return client.create_experiment(name)
-    except Exception:  # created meanwhile by another process
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        exp = client.get_experiment(experiment_id) if experiment_id else client.get_experiment_by_name(experiment)
+    except MlflowException:
+        exp = None
+    if exp is None:
+        raise TrackingError(f"no MLflow experiment {experiment_id or experiment!r} in {uri}")
+    _tag_training(client, exp)
+    local = ui_url is None and not uri.startswith(("http://", "https://"))
+    return (f"MLflow runs of {exp.name}: {experiment_url(exp.experiment_id, ui_url or ui_base_url(uri))}"
+            + (" (start the UI with `histoclr ui`)" if local else ""))
+
+
+def experiment_links(tracking_uri: str | None = None, ui_url: str | None = None) -> list[str]:
+    """``<name>: <url>`` for every active experiment with runs (tagging untagged ones as model training)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
+    base = ui_url or ui_base_url(uri)
+    out = []
+    for exp in client.search_experiments():
+        if not client.search_runs([exp.experiment_id], max_results=1):
+            continue
+        _tag_training(client, exp)
+        out.append(f"{exp.name}: {experiment_url(exp.experiment_id, base)}")
+    return out
 
 
 def open_run(experiment: str, run_name: str | None = None, *, tracking_uri: str | None = None,
@@ -357,3 +430,75 @@ def download_artifact(run_id: str, artifact_path: str, dst: str | os.PathLike,
     """Download one artifact of a run into folder ``dst``; the local path."""
     Path(dst).mkdir(parents=True, exist_ok=True)
     return Path(_client(resolve_tracking_uri(tracking_uri)).download_artifacts(run_id, artifact_path, str(dst)))
+
+
+# --------------------------------------------------------------------------- models
+def is_model_uri(ref: str | os.PathLike) -> bool:
+    """Whether ``ref`` is an MLflow model URI (``models:/...`` or ``runs:/...``), not a file path."""
+    return isinstance(ref, str) and ref.startswith(MODEL_URI_SCHEMES)
+
+
+def log_model(run_id: str, model, *, name: str, checkpoint: str | os.PathLike, input_example,
+              output_example, register_as: str | None = None, tracking_uri: str | None = None,
+              requirements: tuple[str, ...] = ("torch", "torchvision", "segmentation-models-pytorch",
+                                               "histoclr")) -> dict[str, str]:
+    """Log a PyTorch ``model`` on the (finished) run ``run_id`` as MLflow model ``name`` and, with
+    ``register_as``, register it; returns ``{"model_uri", "registered"}`` (``registered``:
+    ``models:/NAME/VERSION`` or ``""``).
+
+    The model's signature comes from ``input_example`` and ``output_example`` (numpy arrays), the
+    checkpoint file travels with it as an extra file (so ``resolve_model_uri`` finds it), and its
+    requirements are the installed versions of ``requirements`` (no inference by reloading it).
+    The run keeps its status."""
+    import importlib.metadata
+
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    client = _client(uri)
+    status = client.get_run(run_id).info.status
+    pins = []
+    for pkg in requirements:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{pkg}=={importlib.metadata.version(pkg)}")
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model, name=name, input_example=input_example,
+            signature=infer_signature(input_example, output_example), extra_files=[str(checkpoint)],
+            pip_requirements=pins, serialization_format="pickle", registered_model_name=register_as)
+    client.set_terminated(run_id, status=status)
+    version = getattr(info, "registered_model_version", None)
+    return {"model_uri": info.model_uri,
+            "registered": f"models:/{register_as}/{version}" if register_as and version else ""}
+
+
+def resolve_model_uri(uri: str, dst: str | os.PathLike, tracking_uri: str | None = None,
+                      filename: str = "best.pt") -> Path:
+    """Download what ``uri`` names into folder ``dst`` and return the checkpoint file in it.
+
+    ``models:/NAME/VERSION`` (or ``models:/NAME@ALIAS``), or ``runs:/RUN_ID/PATH`` where PATH is a
+    model logged by :func:`log_model` or an artifact: the checkpoint file itself or a folder with
+    one ``filename`` in it.
+
+    Raises:
+        TrackingError: one line: no such model, version, run or artifact in the store.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    store = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(store)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except (MlflowException, OSError) as e:
+        raise TrackingError(f"{uri}: not found in the MLflow store {store} ({_reason(e)})") from None
+    if local.is_file():
+        return local
+    found = sorted(local.rglob(filename))
+    if len(found) != 1:
+        raise TrackingError(f"{uri}: expected one {filename} in it, found {len(found)}; give the URI "
+                            f"of a model registered by `histoclr ablate` or of a {filename} artifact")
+    return found[0]

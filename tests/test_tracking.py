@@ -97,3 +97,76 @@ def test_sqlite_store_in_a_missing_folder_is_refused(tmp_path):
 
 def test_server_check_passes_for_a_live_server(mlflow_server):
     assert check_tracking_uri(mlflow_server) == mlflow_server
+
+
+# --------------------------------------------------------------------------- the UI: experiment kind, links
+def test_experiments_are_tagged_as_model_training_and_linked_to_their_runs_view():
+    from histoclr.tracking import (
+        EXPERIMENT_KIND_TAG,
+        TRAINING_KIND,
+        experiment_links,
+        experiment_url,
+        runs_link,
+    )
+
+    with start_run("exp-ui", "a"):
+        pass
+    client = _client()
+    exp = client.get_experiment_by_name("exp-ui")
+    assert exp.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND == "custom_model_development"
+    # an experiment made by plain MLflow (or an older histoclr) is tagged once histoclr logs to it
+    old = client.create_experiment("exp-old")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    with start_run("exp-old", "b"):
+        pass
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+
+    assert experiment_url("7", "http://h:5000/") == "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"
+    line = runs_link("exp-ui")
+    assert line == (f"MLflow runs of exp-ui: http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+                    "?workflowType=machine_learning (start the UI with `histoclr ui`)")
+    assert runs_link(experiment_id=exp.experiment_id, ui_url="http://x:1") == (
+        f"MLflow runs of exp-ui: http://x:1/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+    with pytest.raises(TrackingError, match="no MLflow experiment 'nope'"):
+        runs_link("nope")
+    untagged = client.create_experiment("exp-untagged")
+    with start_run("exp-untagged", "c"):
+        pass
+    client.delete_experiment_tag(untagged, EXPERIMENT_KIND_TAG)
+    links = experiment_links(ui_url="http://127.0.0.1:5001")
+    assert f"exp-untagged: http://127.0.0.1:5001/#/experiments/{untagged}/runs?workflowType=machine_learning" in links
+    assert client.get_experiment(untagged).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    assert not any(x.startswith("Default:") for x in links)       # no runs: not listed
+
+
+def test_histoclr_ui_prints_the_runs_links(monkeypatch, mlflow_server):
+    from click.testing import CliRunner
+
+    from histoclr.cli import cli
+
+    with start_run("exp-cli", "a"):
+        pass
+    exp_id = _client().get_experiment_by_name("exp-cli").experiment_id
+    started = []
+    monkeypatch.setattr(os, "execv", lambda exe, argv: started.append(argv))
+    out = CliRunner().invoke(cli, ["ui", "--port", "5055"]).output
+    assert f"exp-cli: http://127.0.0.1:5055/#/experiments/{exp_id}/runs?workflowType=machine_learning" in out
+    assert started and started[0][1:] == ["ui", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
+                                          "--host", "127.0.0.1", "--port", "5055"]
+    with start_run("exp-remote", "a", tracking_uri=mlflow_server):
+        pass
+    remote_id = MlflowClient(mlflow_server).get_experiment_by_name("exp-remote").experiment_id
+    out = CliRunner().invoke(cli, ["ui", "--tracking-uri", mlflow_server]).output
+    assert f"exp-remote: {mlflow_server}/#/experiments/{remote_id}/runs?workflowType=machine_learning" in out
+    assert len(started) == 1                       # nothing started for a server
+
+
+def test_unknown_model_uri_is_one_line(tmp_path):
+    from histoclr.tracking import is_model_uri, resolve_model_uri
+
+    assert is_model_uri("models:/x/1") and is_model_uri("runs:/abc/model") and not is_model_uri("best.pt")
+    for uri, why in (("models:/nope/1", "nope"), ("runs:/" + "0" * 32 + "/model/best.pt", "0" * 32)):
+        with pytest.raises(TrackingError) as e:
+            resolve_model_uri(uri, tmp_path / "dl")
+        assert str(e.value).startswith(f"{uri}: not found in the MLflow store ") and why in str(e.value)
+        assert "\n" not in str(e.value)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_path, atomic_write_text
+from histoclr.seg.naming import display_init
 from histoclr.tracking import Run, child_runs, find_runs, resolve_tracking_uri, run_exists
 
 GROUP = ["init", "freeze", "label_fraction"]
@@ -26,6 +26,7 @@ class Report:
     summary: "object"   # pandas.DataFrame: one row per (init, freeze, label_fraction)
     baseline: dict[str, float]
     files: list[Path]
+    experiment_id: str = ""
 
 
 def find_parent(experiment: str | None = None, parent_run_id: str | None = None,
@@ -83,7 +84,7 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
         return fmt.format(mean) + ("" if std != std else " ± " + fmt.format(std))
 
     for _, r in summary.iterrows():
-        lines.append(f"| {_display_init(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
+        lines.append(f"| {display_init(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
                      f"{pm(r, 'val_aji')} | {pm(r, 'val_pq')} | {pm(r, 'best_val_dice')} | {pm(r, 'val_f1')} | "
                      f"{pm(r, 'train_time_s', '{:.0f}')} |")
     nan = float("nan")
@@ -92,10 +93,6 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
             lines.append(f"| {name} | - | - | - | " + " | ".join(
                 f"{baseline.get(prefix + k, nan):.3f}" for k in ("aji", "pq", "dice", "f1")) + " | - |")
     return "\n".join(lines) + "\n"
-
-
-def _display_init(init: str) -> str:
-    return f"simclr:{Path(init.split(':', 1)[1]).name}" if init.startswith("simclr:") else init
 
 
 def _short_init(init: str) -> str:
@@ -198,4 +195,4 @@ def build_report(out_dir: str | Path, experiment: str | None = None, parent_run_
     if log_to_parent:
         for f in files:
             parent_run.log_artifact(f, "report")
-    return Report(parent, runs, summary, baseline, files)
+    return Report(parent, runs, summary, baseline, files, parent_run.get().info.experiment_id)

@@ -4,6 +4,12 @@ Resumable: a cell is identified by a hash of its full fine-tuning config; re-run
 sweep skips cells whose child run FINISHED and reruns failed or unfinished ones. A failing cell is
 marked FAILED with its error as a tag and does not stop the others. Arms that cannot run here
 (``imagenet`` without weights) become FINISHED children tagged ``skipped=true`` with the reason.
+
+Runs are named for what they are: the parent by ``sweep_name``, each cell
+``init=... freeze=... labels=... seed=...`` (:func:`histoclr.seg.naming.finetune_run_name`), and
+every child, skipped and failed ones included, has the params of ``PARAM_NAMES``. With
+``register_as`` set, the best finished cell by ``select_metric`` is logged on its run as the MLflow
+model ``seg_model`` and registered under that name (:func:`register_best`).
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
-from histoclr.seg.train import run_finetune
+from histoclr.seg.model import load_seg_checkpoint
+from histoclr.seg.naming import finetune_run_name
+from histoclr.seg.train import BEST, run_finetune, select_pairs
 from histoclr.ssl.model import imagenet_state_dict, load_backbone
 from histoclr.tracking import (
     Run,
     check_tracking_uri,
+    child_runs,
     download_artifact,
     find_artifact,
     find_runs,
+    log_model,
     open_run,
     record_run,
     run_exists,
@@ -43,6 +53,9 @@ SWEEP_TAG = "histoclr.sweep_key"
 CELL_TAG = "histoclr.cell_key"
 PARAM_NAMES = ("init", "freeze", "label_fraction", "num_labeled", "seed", "encoder", "target", "pretrain_run_id")
 METRIC_NAMES = ("val_aji", "val_pq", "val_dq", "val_sq", "val_f1", "best_val_dice", "val_iou", "train_time_s")
+MODEL_NAME = "seg_model"                    # the MLflow model logged on the best cell's run
+BEST_RUN_TAG = "histoclr.best_run_id"
+REGISTERED_TAG = "histoclr.registered_model"
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        budget = f"n={self.num_labeled}" if self.num_labeled is not None else f"{self.label_fraction:g}"
-        return f"init={self.init} freeze={self.freeze} labels={budget} seed={self.seed}"
+        """The cell's run name, e.g. ``init=simclr:backbone.pt freeze=layer1-2 labels=50% seed=0``."""
+        return finetune_run_name(self.init, self.freeze, self.label_fraction, self.num_labeled, self.seed)
 
 
 @dataclass
@@ -69,6 +82,8 @@ class SweepResult:
     reused: list[Cell] = field(default_factory=list)
     skipped: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+    registered: str | None = None       # models:/NAME/VERSION of the best cell, when registered
+    register_error: str | None = None
 
 
 def expand_grid(cfg: AblationConfig) -> list[Cell]:
@@ -197,8 +212,57 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
         raise
     parent.set_tags({"cells_total": len(planned), "cells_failed": len(result.failed),
                      "cells_skipped": len(result.skipped)})
+    if cfg.register_as:
+        try:
+            result.registered = register_best(parent, cfg.register_as, cfg.select_metric, out_dir, uri, echo)
+        except Exception as e:  # noqa: BLE001  the cells stand; the failure is reported and tagged
+            result.register_error = f"{type(e).__name__}: {e}"
+            parent.set_tags({"register_error": result.register_error})
+            echo(f"could not register the best cell as {cfg.register_as!r}: {result.register_error}")
     parent.end("FINISHED")
     return result
+
+
+def best_cell(parent_run_id: str, metric: str, tracking_uri: str):
+    """The finished, not skipped child run with the highest ``metric`` (MLflow ``Run``), or None."""
+    done = [r for r in child_runs(parent_run_id, tracking_uri)
+            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true" and metric in r.data.metrics]
+    return max(reversed(done), key=lambda r: r.data.metrics[metric], default=None)   # ties: the oldest
+
+
+def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, echo) -> str | None:
+    """Log the sweep's best cell (by ``metric``) as the MLflow model ``seg_model`` on its run, with
+    ``best.pt`` as an extra file, an input example and a signature, and register it as ``name``;
+    returns ``models:/NAME/VERSION`` (None when no cell finished). Already registered from that
+    same run by this sweep: nothing new is registered."""
+    best = best_cell(parent.run_id, metric, uri)
+    if best is None:
+        echo(f"no finished cell to register as {name!r}")
+        return None
+    run_id, tags = best.info.run_id, parent.get().data.tags
+    if tags.get(BEST_RUN_TAG) == run_id and tags.get(REGISTERED_TAG, "").startswith(f"models:/{name}/"):
+        echo(f"best cell by {metric}: {best.info.run_name} (already registered as {tags[REGISTERED_TAG]})")
+        return tags[REGISTERED_TAG]
+    import numpy as np
+    import torch
+
+    found = find_artifact(run_id, BEST, uri)
+    if found is None:
+        raise HistoclrError(f"best cell run {run_id} has no {BEST} artifact")
+    ckpt_path = download_artifact(run_id, found, out_dir / "registered" / run_id, uri)
+    ckpt = load_seg_checkpoint(ckpt_path)
+    example = np.random.default_rng(0).standard_normal((1, 3, ckpt.window, ckpt.window)).astype(np.float32)
+    with torch.no_grad():
+        output = ckpt.model(torch.from_numpy(example)).numpy()
+    info = log_model(run_id, ckpt.model, name=MODEL_NAME, checkpoint=ckpt_path, input_example=example,
+                     output_example=output, register_as=name, tracking_uri=uri)
+    registered = info["registered"]
+    parent.set_tags({BEST_RUN_TAG: run_id, REGISTERED_TAG: registered, "histoclr.best_metric": metric,
+                     f"histoclr.best_{metric}": f"{best.data.metrics[metric]:.4f}"})
+    Run.attach(run_id, uri).set_tags({REGISTERED_TAG: registered})
+    echo(f"best cell by {metric} ({best.data.metrics[metric]:.4f}): {best.info.run_name}; registered as "
+         f"{registered}: histoclr predict --model {registered} IMAGES...")
+    return registered
 
 
 def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: SweepResult, echo) -> None:
@@ -214,10 +278,6 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
     durations: list[float] = []
     bar = progress_bar(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
-        base_params = {"init": cell.init, "freeze": cell.freeze, "label_fraction": cell.label_fraction,
-                       "seed": cell.seed, "encoder": fcfg.model.encoder,
-                       "pretrain_run_id": inits[cell.init][1], "target": fcfg.model.target,
-                       "num_labeled": cell.num_labeled if cell.num_labeled is not None else "none"}
         previous = find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:
@@ -227,7 +287,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             if r.info.status == "RUNNING":
                 Run.attach(r.info.run_id, uri).end("KILLED")
         if cell.init == "imagenet" and imagenet_reason:
-            record_run(cfg.experiment, cell.label, "FINISHED", tracking_uri=uri, params=base_params,
+            record_run(cfg.experiment, cell.label, "FINISHED", tracking_uri=uri,
+                       params=_record_params(cell, fcfg, inits[cell.init][1]),
                        tags={CELL_TAG: key, "skipped": "true", "skip_reason": imagenet_reason},
                        parent_run_id=parent_id)
             result.skipped.append(cell)
@@ -248,13 +309,30 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
                 if failed_runs[0].info.status == "RUNNING":
                     child.end("FAILED")
             else:  # it failed before it could open its run: record it anyway
-                record_run(cfg.experiment, cell.label, "FAILED", tracking_uri=uri, params=base_params,
+                record_run(cfg.experiment, cell.label, "FAILED", tracking_uri=uri,
+                           params=_record_params(cell, fcfg, inits[cell.init][1]),
                            tags={CELL_TAG: key, "error": msg}, parent_run_id=parent_id)
             result.failed.append((cell, msg))
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
         durations.append(time.time() - t0)
+
+
+def _record_params(cell: Cell, fcfg, pretrain_run_id: str) -> dict[str, Any]:
+    """The compared params of a cell recorded without training (skipped, or failed before its run
+    opened), under the names and with the budget values its training would have logged."""
+    params = {"init": cell.init, "freeze": cell.freeze, "label_fraction": cell.label_fraction,
+              "seed": cell.seed, "encoder": fcfg.model.encoder, "pretrain_run_id": pretrain_run_id,
+              "target": fcfg.model.target, "num_labeled": cell.num_labeled if cell.num_labeled is not None else "none"}
+    try:
+        chosen, _, pool = select_pairs(fcfg)
+    except HistoclrError:
+        return params
+    params["num_labeled"] = len(chosen)
+    if cell.label_fraction is None:
+        params["label_fraction"] = round(len(chosen) / pool, 4)
+    return params
 
 
 def _log_classical_baseline(parent: Run, fcfg, echo) -> None:

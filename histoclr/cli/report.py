@@ -18,9 +18,13 @@ from histoclr.cli.options import tracking_uri_option
 @tracking_uri_option
 def report(experiment: str, parent_run: str | None, out: Path, tracking_uri: str | None) -> None:
     """Summarise an ablation sweep: mean ± std over seeds per cell, Dice vs label budget plot and a
-    bar chart, printed here and logged as artifacts on the sweep's parent run."""
+    bar chart, printed here and logged as artifacts on the sweep's parent run; then the link to the
+    experiment's runs in the MLflow UI."""
     from histoclr.ablation.report import build_report
+    from histoclr.tracking import runs_link
 
     rep = build_report(out, experiment=experiment, parent_run_id=parent_run, tracking_uri=tracking_uri)
     click.echo(rep.files[2].read_text())
-    click.echo("wrote " + ", ".join(str(f) for f in rep.files))
+    click.echo("wrote " + ", ".join(str(f) for f in rep.files) + f" (also on parent run {rep.parent_run_id}, "
+               "under report/)")
+    click.echo(runs_link(tracking_uri=tracking_uri, experiment_id=rep.experiment_id))

@@ -7,6 +7,9 @@ from typing import Any, Dict, List, Optional
 
 from histoclr.errors import ConfigError
 
+#: Child-run metrics a sweep can pick its best cell by (higher is better).
+SELECT_METRICS = ("val_aji", "val_pq", "val_dq", "val_sq", "val_f1", "best_val_dice", "val_iou")
+
 
 @dataclass
 class AblationConfig:
@@ -30,8 +33,19 @@ class AblationConfig:
     out_dir: str = "runs/ablation"
     # Classical reference (haematoxylin Otsu) computed on the validation images, logged on the parent.
     classical_baseline: bool = True
+    # The best cell (highest select_metric over the finished cells) is logged on its run as the MLflow
+    # model `seg_model` (PyTorch, with its best.pt) and registered under this name in the Model Registry:
+    # `histoclr predict --model models:/<register_as>/<version>`. None: nothing is logged or registered.
+    register_as: Optional[str] = None
+    select_metric: str = "val_aji"
 
     def validate(self) -> None:
+        if self.select_metric not in SELECT_METRICS:
+            raise ConfigError(f"ablation: select_metric {self.select_metric!r} must be one of {', '.join(SELECT_METRICS)}")
+        if self.register_as is not None and (not str(self.register_as).strip() or any(c in str(self.register_as)
+                                                                                      for c in "/:@")):
+            raise ConfigError(f"ablation: register_as {self.register_as!r} must be a model name without '/', ':' or '@' "
+                              "(or null: do not register)")
         for name in ("inits", "freezes", "label_fractions", "seeds"):
             if not getattr(self, name):
                 raise ConfigError(f"ablation: '{name}' must list at least one value")

@@ -110,6 +110,12 @@ def preview_images(dataset, n: int = 4) -> list:
     return out
 
 
+def run_name(cfg: PretrainConfig) -> str:
+    """The MLflow run name: ``pretrain simclr <views recipe> <data mode> <arch> <steps> steps``."""
+    return (f"pretrain simclr {cfg.views.recipe} {cfg.data.mode} {cfg.model.arch} "
+            f"{cfg.train.max_steps} steps")
+
+
 def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, data: PretrainData | None = None,
              allow_new_config: bool = False):
     """Run the recipe; returns the trainer's :class:`TrainResult` (metrics include the checks).
@@ -118,6 +124,7 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, data: Pretra
     :meth:`SimCLRTrainer.fit`)."""
 
     cfg.validate()
+    cfg.tracking.run_name = cfg.tracking.run_name or run_name(cfg)
     data = data or prepare_data(cfg)
     sources = [data.train] + ([data.holdout] if data.holdout is not None else [])
     extra_params = {

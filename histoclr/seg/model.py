@@ -21,6 +21,7 @@ from histoclr.seg.freeze import keep_frozen_norms_in_eval
 from histoclr.seg.postprocess import PostprocessParams, default_params
 from histoclr.seg.targets import output_channels
 from histoclr.ssl.model import imagenet_state_dict, load_backbone, load_state_dict_strict
+from histoclr.tracking import is_model_uri, resolve_model_uri
 
 CHECKPOINT_FORMAT = "histoclr-seg-model"
 CHECKPOINT_VERSION = 2          # 2: spec.target and the post-processing parameters
@@ -158,15 +159,25 @@ def save_seg_checkpoint(path: str | Path, model: SegNet, *, mpp: float | None, w
         "postprocess": postprocess.validate().to_dict(), "metadata": dict(metadata or {})})
 
 
-def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> SegCheckpoint:
+def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                        tracking_uri: str | None = None) -> SegCheckpoint:
     """Rebuild the model of a checkpoint written by :func:`save_seg_checkpoint` (eval mode).
 
-    A version-1 file (before instance targets) loads with its connected-components post-processing.
+    ``path`` is the file, or an MLflow model URI: ``models:/NAME/VERSION`` (a sweep's registered
+    best cell, see ``register_as`` in the ablation config) or ``runs:/RUN_ID/PATH`` (a logged model,
+    or a run's ``model/best.pt`` artifact), downloaded from ``tracking_uri`` (default: the
+    configured store) and loaded as strictly as a file. A version-1 file (before instance targets)
+    loads with its connected-components post-processing.
 
     Raises:
         InputFileError: missing, unreadable, or not a histoclr segmentation checkpoint.
+        TrackingError: a URI that names no model, version, run or artifact of the store.
     """
+    if is_model_uri(path):
+        import tempfile
 
+        with tempfile.TemporaryDirectory(prefix="histoclr-model-") as tmp:
+            return load_seg_checkpoint(resolve_model_uri(str(path), tmp, tracking_uri), device)
     path = Path(path)
     payload = load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "model checkpoint",
                           "use best.pt written by `histoclr finetune-seg`", upgrades={1: _upgrade_v1})

@@ -51,6 +51,7 @@ from histoclr.seg.model import (
     init_encoder,
     save_seg_checkpoint,
 )
+from histoclr.seg.naming import finetune_run_name
 from histoclr.seg.overlay import save_overlay_png
 from histoclr.seg.pairs import select_labeled
 from histoclr.seg.postprocess import PostprocessParams, choose_params, default_params
@@ -349,7 +350,9 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
         for lp, pair, pred in list(zip(val_loaded, val_pairs, preds))[:t.overlays]:
             save_overlay_png(out / "overlays" / f"{pair.image_id}.png", lp.image, pred, lp.instances)
 
-    with start_run(cfg.tracking.experiment, cfg.tracking.run_name, tracking_uri=cfg.tracking.tracking_uri,
+    run_name = cfg.tracking.run_name or finetune_run_name(cfg.init, cfg.freeze, cfg.label_fraction,
+                                                          cfg.num_labeled, cfg.seed)
+    with start_run(cfg.tracking.experiment, run_name, tracking_uri=cfg.tracking.tracking_uri,
                    params=params, tags=tags, run_id=run_id, parent_run_id=parent_run_id,
                    enabled=tracking) as run:
         run_id = run.run_id

@@ -1,9 +1,11 @@
 """`histoclr ablate` + `histoclr report` against a real MLflow tracking server (SQLite backend).
 
 A tiny grid of real fine-tuning cells (ResNet-18 DeepLabV3, 64 px, 2 steps) on synthetic H&E-like
-image/mask pairs: parent/child structure, shared params and metrics, the offline ImageNet arm
-recorded as skipped, a cell made to fail (a backbone of the wrong architecture) marked FAILED while
-the others finish, resume skipping finished cells, and the report's table and plots.
+image/mask pairs: parent/child structure, run names, shared params and metrics, the offline ImageNet
+arm recorded as skipped, a cell made to fail (a backbone of the wrong architecture) marked FAILED
+while the others finish, the best cell registered in the Model Registry and loaded back by
+``models:/`` and ``runs:/`` URIs (same prediction as its file), resume skipping finished cells (and
+not registering again), and the report's table, plots and printed link.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def tiny_sweep(tmp_path, mlflow_server):
     sweep = {"experiment": "tiny-ablation", "sweep_name": "tiny", "finetune_config": str(tmp_path / "ft.yaml"),
              "inits": ["random", "imagenet", f"simclr:{good}", f"simclr:{wrong}"],
              "freezes": ["none", "layer1-2"], "label_fractions": [1.0], "seeds": [0],
-             "out_dir": str(tmp_path / "ablation"), "classical_baseline": True}
+             "out_dir": str(tmp_path / "ablation"), "classical_baseline": True, "register_as": "tiny-best"}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     return load_config(AblationConfig, tmp_path / "sweep.yaml"), mlflow_server
 
@@ -69,14 +71,33 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
         assert set(METRIC_NAMES) <= set(r.data.metrics), set(METRIC_NAMES) - set(r.data.metrics)
         assert 0.0 <= r.data.metrics["best_val_dice"] <= 1.0
     assert {r.data.params["pretrain_run_id"] for r in ran} == {"none", "pre123"}
+    for r in children:    # every child, skipped and failed ones too, has the compared params
+        assert {"init", "freeze", "label_fraction", "num_labeled", "seed"} <= set(r.data.params), r.info.run_name
+        assert r.data.params["label_fraction"] == "1.0" and r.data.params["num_labeled"] == "3"   # img1-3 (img0 validates)
+    names = {r.info.run_name for r in children}
+    assert {"init=random freeze=none labels=100% seed=0", "init=imagenet freeze=layer1-2 labels=100% seed=0",
+            "init=simclr:good.pt freeze=layer1-2 labels=100% seed=0",
+            "init=simclr:wrong.pt freeze=none labels=100% seed=0"} <= names and len(names) == 8
     parent = client.get_run(res.parent_run_id)
     assert parent.info.status == "FINISHED" and "classical_dice" in parent.data.metrics
+    assert parent.info.run_name == "tiny"
+    assert client.get_experiment_by_name("tiny-ablation").tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # the best cell by val_aji: logged as an MLflow model on its run and registered as version 1
+    best = max(sorted(ran, key=lambda r: r.info.start_time), key=lambda r: r.data.metrics["val_aji"])  # ties: oldest
+    assert res.registered == "models:/tiny-best/1" and res.register_error is None
+    assert parent.data.tags["histoclr.best_run_id"] == best.info.run_id
+    assert parent.data.tags["histoclr.registered_model"] == "models:/tiny-best/1"
+    (version,) = client.search_model_versions("name = 'tiny-best'")
+    assert version.run_id == best.info.run_id
+    _registry_round_trip(best, tmp_path, uri)
 
     # re-running the same sweep: finished and skipped cells are not run again, failed ones are retried
     res2 = run_sweep(cfg, tracking_uri=uri, echo=lambda s: None)
     assert res2.parent_run_id == res.parent_run_id
     assert len(res2.reused) == 4 and len(res2.skipped) == 2 and len(res2.failed) == 2
     assert not res2.finished
+    assert res2.registered == "models:/tiny-best/1" and len(client.search_model_versions("name = 'tiny-best'")) == 1
 
     # the report: one row per (init, freeze, label fraction) that ran, plots written and logged
     rep = build_report(tmp_path / "report", experiment="tiny-ablation", tracking_uri=uri)
@@ -89,6 +110,48 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
     logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
     assert "report/dice_vs_budget.png" in logged and "report/summary.md" in logged
+
+    # `histoclr report` ends with the link to the experiment's runs in the model-training view
+    from click.testing import CliRunner
+
+    from histoclr.cli import cli
+
+    out = CliRunner().invoke(cli, ["report", "-e", "tiny-ablation", "--out", str(tmp_path / "r2"),
+                                   "--tracking-uri", uri])
+    assert out.exit_code == 0, out.output
+    exp_id = client.get_experiment_by_name("tiny-ablation").experiment_id
+    assert out.output.rstrip().endswith(
+        f"MLflow runs of tiny-ablation: {uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+
+
+def _registry_round_trip(best, tmp_path: Path, uri: str) -> None:
+    """The registered model loads by ``models:/`` and ``runs:/`` URIs, through the same strict loader
+    as its file, and predicts exactly what the file does; an unknown version is one line."""
+    import torch
+    from mlflow.models import get_model_info
+
+    from histoclr.errors import HistoclrError
+    from histoclr.images import normalize_image, read_rgb
+    from histoclr.seg.model import load_seg_checkpoint
+    from histoclr.seg.predict import sliding_window_predict
+    from histoclr.tracking import download_artifact
+
+    local = load_seg_checkpoint(download_artifact(best.info.run_id, "model/best.pt", tmp_path / "file", uri))
+    image = normalize_image(read_rgb(tmp_path / "data" / "images" / "img0.png"))
+    want = sliding_window_predict(local.model, image, local.window)
+    for ref in ("models:/tiny-best/1", f"runs:/{best.info.run_id}/seg_model",
+                f"runs:/{best.info.run_id}/model/best.pt"):
+        got = load_seg_checkpoint(ref, tracking_uri=uri)
+        assert (got.mpp, got.window, got.postprocess, got.metadata["run_id"]) == (
+            local.mpp, local.window, local.postprocess, best.info.run_id), ref
+        assert torch.equal(sliding_window_predict(got.model, image, got.window), want), ref
+    with pytest.raises(HistoclrError) as e:
+        load_seg_checkpoint("models:/tiny-best/7", tracking_uri=uri)
+    assert "\n" not in str(e.value) and str(e.value).startswith("models:/tiny-best/7: not found")
+    # the PyTorch model itself, with its signature and input example, for plain MLflow users
+    info = get_model_info("models:/tiny-best/1")
+    assert tuple(info.signature.inputs.inputs[0].shape) == (-1, 3, local.window, local.window)
+    assert info.saved_input_example_info is not None
 
 
 def test_bad_grid_fails_before_any_run(tmp_path):
@@ -115,7 +178,7 @@ def test_sub_grids_with_image_counts_expand_seed_major_without_repeats():
     assert all(c.seed == 0 for c in cells[:12]) and all(c.seed == 1 for c in cells[12:])
     first = {(c.freeze, c.num_labeled) for c in cells[:12]}
     assert first == {("none", 1), ("none", 2), ("none", 10), ("layer1-2", 1), ("layer1-2", 2), ("all", 10)}
-    assert cells[0].label == "init=random freeze=none labels=n=1 seed=0" and cells[0].label_fraction is None
+    assert cells[0].label == "init=random freeze=none labels=1img seed=0" and cells[0].label_fraction is None
     fcfg = cell_config(cfg, cells[0], ["train.epochs=1"], "sqlite:///x.db", "random")
     assert fcfg.num_labeled == 1 and fcfg.label_fraction is None
     for bad in ({"freezes": ["none"]}, {"freezes": ["none"], "label_counts": [1], "label_fractions": [0.5]},
