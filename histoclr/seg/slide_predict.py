@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from histoclr.config.tile import TissueConfig
 from histoclr.errors import InputFileError
@@ -52,7 +52,7 @@ from histoclr.seg.export import (
     write_mask_tiff,
     write_nuclei,
 )
-from histoclr.seg.overlay import save_overlay_png
+from histoclr.seg.overlay import overlay_image, save_overlay_png
 from histoclr.seg.predict import predict_work, resample
 from histoclr.slides.reader import level_for_mpp, open_slide
 from histoclr.slides.tissue import region_fractions, tissue_mask
@@ -313,6 +313,70 @@ def _write_raster(out: Path, name: str, instances: np.ndarray, binary: bool, mas
     return path
 
 
+@dataclass
+class Plan:
+    """What to run for one input: its ``mode`` (slide | region), work grid, tiles and tissue."""
+
+    name: str
+    mode: str
+    geo: Geometry
+    cores: list[tuple[int, int, int, int]]   # work-px core boxes, row-major
+    thumb: np.ndarray                        # (h, w, 3) thumbnail of the whole slide
+    tissue: np.ndarray                       # (h, w) its tissue mask
+    tissue_mm2: float | None                 # tissue area inside the processed area
+
+
+def input_name(path: Path, region) -> str:
+    """``<stem>``, or ``<stem>_x<X>_y<Y>_w<W>_h<H>`` for a region."""
+    return path.stem if region is None else "{}_x{}_y{}_w{}_h{}".format(path.stem, *region)
+
+
+def plan_input(reader, path: Path, ckpt, region=None, mpp=None, assume_mpp=None, tile: int = 1024,
+               min_tissue: float = 0.0) -> Plan:
+    """The :class:`Plan` of one opened input: a whole slide (no ``region``, not a plain image up to
+    :data:`MAX_REGION_PIXELS`) keeps the tiles whose tissue fraction on the thumbnail exceeds
+    ``min_tissue``; a region or plain image keeps every tile."""
+    geo = geometry_of(reader, path, region, mpp, assume_mpp, ckpt.mpp)
+    W, H = reader.dimensions
+    plain_whole = region is None and reader.vendor.startswith("plain-") and W * H <= MAX_REGION_PIXELS
+    mode = "region" if region is not None or plain_whole else "slide"
+    thumb, tissue = slide_tissue(reader, ckpt.window / geo.scale)
+    cores = tile_cores(geo.work_size, tile)
+    if mode == "slide":
+        boxes0 = np.array([geo.level0_box(c) for c in cores], np.float64)
+        frac = region_fractions(tissue, _thumb_boxes(boxes0, reader, thumb))
+        cores = [c for c, f in zip(cores, frac) if f > min_tissue]
+    (x, y), (w, h) = geo.origin, geo.size0
+    area = region_fractions(tissue, _thumb_boxes(np.array([[x, y, x + w, y + h]], np.float64), reader, thumb))[0]
+    mm2 = None if geo.base_mpp is None else float(area * w * h * geo.base_mpp ** 2 / 1e6)
+    return Plan(input_name(path, region), mode, geo, cores, thumb, tissue, mm2)
+
+
+def tile_reader(reader, path: Path, geo: Geometry, halo: int):
+    """``read(core) -> (box, box0, work)``: the core's box with ``halo`` (work px, clipped to the
+    grid), its level-0 box and its RGB ``(h, w, 3)`` on the work grid."""
+    ww, wh = geo.work_size
+
+    def read(c):
+        box = (max(0, c[0] - halo), max(0, c[1] - halo), min(ww, c[2] + halo), min(wh, c[3] + halo))
+        box0 = geo.level0_box(box)
+        return box, box0, resample(read_level(reader, path, geo, box0), (box[2] - box[0], box[3] - box[1]))
+
+    return read
+
+
+def save_thumbnail_overlay(path: Path, thumb: np.ndarray, labels: np.ndarray, caption: str) -> Path:
+    """The thumbnail ``(h, w, 3)`` with the nuclei ``labels`` ``(h, w)`` drawn
+    (:func:`histoclr.seg.overlay.overlay_image`) above a one-line caption, as a PNG (atomically)."""
+    img = Image.fromarray(overlay_image(thumb, labels))
+    canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
+    canvas.paste(img, (0, 0))
+    ImageDraw.Draw(canvas).text((4, img.height + 3), caption, fill=(255, 255, 255))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path
+
+
 def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None, tile: int = 1024,
                   halo: int = 64, overlap: float = 0.25, batch_size: int = 4, device=None,
                   threshold: float | None = None, binary: bool = False, mask_format: str = "png",
@@ -336,27 +400,15 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
     params = ckpt.postprocess if threshold is None else replace(ckpt.postprocess, fg_threshold=threshold).validate()
     path, out = Path(path), ensure_output_dir(out_dir)
     start = time.perf_counter()
+    name = input_name(path, region)
+    summary_path = out / f"{name}_summary.json"
+    if summary_path.is_file() and not overwrite:
+        s = json.loads(summary_path.read_text())
+        return Prediction(name, s["mode"], s["nuclei"], s["tiles"], s["tissue_mm2"], s["files"], skipped=True)
     with open_slide(path) as reader:
-        geo = geometry_of(reader, path, region, mpp, assume_mpp, ckpt.mpp)
+        plan = plan_input(reader, path, ckpt, region, mpp, assume_mpp, tile, min_tissue)
+        geo, cores, thumb, mode, (x, y) = plan.geo, plan.cores, plan.thumb, plan.mode, plan.geo.origin
         W, H = reader.dimensions
-        plain_whole = region is None and reader.vendor.startswith("plain-") and W * H <= MAX_REGION_PIXELS
-        mode = "region" if region is not None or plain_whole else "slide"
-        name = path.stem if region is None else "{}_x{}_y{}_w{}_h{}".format(path.stem, *region)
-        summary_path = out / f"{name}_summary.json"
-        if summary_path.is_file() and not overwrite:
-            s = json.loads(summary_path.read_text())
-            return Prediction(name, s["mode"], s["nuclei"], s["tiles"], s["tissue_mm2"], s["files"], skipped=True)
-        thumb, tissue = slide_tissue(reader, ckpt.window / geo.scale)
-        cores = tile_cores(geo.work_size, tile)
-        ww, wh = geo.work_size
-        if mode == "slide":
-            boxes0 = np.array([geo.level0_box(c) for c in cores], np.float64)
-            frac = region_fractions(tissue, _thumb_boxes(boxes0, reader, thumb))
-            cores = [c for c, f in zip(cores, frac) if f > min_tissue]
-        x, y = geo.origin
-        area_box = _thumb_boxes(np.array([[x, y, x + geo.size0[0], y + geo.size0[1]]], np.float64), reader, thumb)
-        tissue_mm2 = None if geo.base_mpp is None else float(
-            region_fractions(tissue, area_box)[0] * geo.size0[0] * geo.size0[1] * geo.base_mpp ** 2 / 1e6)
         settings = {"format": PARTS_FORMAT, "input": str(path.resolve()), "file_size": path.stat().st_size,
                     "file_mtime_ns": path.stat().st_mtime_ns, "geometry": asdict(geo), "tile": tile, "halo": halo,
                     "overlap": overlap, "min_tissue": min_tissue, "postprocess": params.to_dict(),
@@ -364,21 +416,16 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
         parts = Parts(out / f"{name}.parts", settings, fresh=overwrite)
         summary_path.unlink(missing_ok=True)
         todo = [i for i in range(len(cores)) if not parts.path(i).is_file()]
-
-        def read(i: int):
-            c = cores[i]
-            box = (max(0, c[0] - halo), max(0, c[1] - halo), min(ww, c[2] + halo), min(wh, c[3] + halo))
-            box0 = geo.level0_box(box)
-            return box, box0, resample(read_level(reader, path, geo, box0), (box[2] - box[0], box[3] - box[1]))
+        read = tile_reader(reader, path, geo, halo)
 
         bar = progress_bar(total=len(cores), initial=len(cores) - len(todo), unit="tile", desc=name,
                            disable=not progress, file=sys.stderr)
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:      # read the next tile during this one's forward
-                nxt = pool.submit(read, todo[0]) if todo else None
+                nxt = pool.submit(read, cores[todo[0]]) if todo else None
                 for k, i in enumerate(todo):
                     box, box0, work = nxt.result()
-                    nxt = pool.submit(read, todo[k + 1]) if k + 1 < len(todo) else None
+                    nxt = pool.submit(read, cores[todo[k + 1]]) if k + 1 < len(todo) else None
                     parts.save(i, predict_tile(ckpt, work, box, cores[i], box0, geo.base_mpp, params, overlap=overlap,
                                                batch_size=batch_size, device=device))
                     bar.update(1)
@@ -397,12 +444,13 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
             files["overlay"] = save_overlay_png(out / f"{name}_overlay.png", rgb, instances)
         else:
             ds = max(W / thumb.shape[1], H / thumb.shape[0])
-            files["overlay"] = save_overlay_png(out / f"{name}_overlay.png", thumb,
-                                                parts.render(0, 0, thumb.shape[1], thumb.shape[0], ds))
+            caption = Prediction(name, mode, n, len(cores), plan.tissue_mm2).summary_line().replace("²", "2")
+            files["overlay"] = save_thumbnail_overlay(out / f"{name}_overlay.png", thumb,
+                                                      parts.render(0, 0, thumb.shape[1], thumb.shape[0], ds), caption)
         if mask_tiff:
             files["mask_tiff"] = write_mask_tiff(out / f"{name}_mask.tif", geo.size0[0], geo.size0[1], geo.base_mpp,
                                                  lambda tx, ty, tw, th, d: parts.render(x + tx, y + ty, tw, th, d))
-    res = Prediction(name, mode, n, len(cores), tissue_mm2, {k: str(v) for k, v in files.items()},
+    res = Prediction(name, mode, n, len(cores), plan.tissue_mm2, {k: str(v) for k, v in files.items()},
                      seconds=time.perf_counter() - start)
     atomic_write_json(summary_path, {**asdict(res), "nuclei_per_mm2": res.per_mm2, "input": str(path),
                                      "summary": res.summary_line()})
