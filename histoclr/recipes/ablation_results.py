@@ -12,6 +12,7 @@ same freeze / budget / seed, so the label subset and crops are the same) and wri
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,88 @@ def paired_differences(runs, metric: str = "val_aji"):
     return pd.DataFrame(out)
 
 
+def pretraining_step(init: str) -> int | None:
+    """0 for random init, the step of a ``simclr:...backbone_stepNNNNNN.pt`` snapshot, else None."""
+    if init == "random":
+        return 0
+    m = re.search(r"step0*(\d+)", init) if init.startswith("simclr:") else None
+    return int(m.group(1)) if m else None
+
+
+def snapshot_curve(runs, metric: str = "val_aji"):
+    """Mean, std and count over seeds of ``metric`` per (freeze, label_fraction, pretraining step);
+    step 0 is random init. Inits without a step (ImageNet, a run id) are left out."""
+    import pandas as pd
+
+    df = runs.assign(step=[pretraining_step(str(i)) for i in runs["init"]]).dropna(subset=["step", metric])
+    if df.empty:
+        return pd.DataFrame(columns=["freeze", "label_fraction", "step", "mean", "std", "n"])
+    out = df.groupby(["freeze", "label_fraction", "step"])[metric].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n"}).astype({"step": int})
+
+
+def curve_shape(curve, tolerance: float = 0.01) -> dict[tuple[str, float], str]:
+    """Per (freeze, label_fraction): ``rising`` / ``flat`` / ``falling``, the last snapshot's mean
+    against the first snapshot's (random init not counted), ``flat`` within ``tolerance``."""
+    shapes = {}
+    for (freeze, lf), d in curve[curve["step"] > 0].groupby(["freeze", "label_fraction"]):
+        d = d.sort_values("step")
+        if len(d) < 2:
+            continue
+        delta = d["mean"].iloc[-1] - d["mean"].iloc[0]
+        shapes[freeze, lf] = "flat" if abs(delta) <= tolerance else ("rising" if delta > 0 else "falling")
+    return shapes
+
+
+def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI") -> Path:
+    """One line per (freeze, budget): mean ± std over seeds against the pretraining step (0 = random)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histoclr.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (freeze, lf), d in curve.groupby(["freeze", "label_fraction"], sort=True):
+        d = d.sort_values("step")
+        ax.errorbar(d["step"], d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3,
+                    label=f"freeze {freeze}, {lf:.0%} of the labels")
+    ax.set_xlabel("SimCLR pretraining step of the encoder's start (0 = random init)")
+    ax.set_ylabel(metric_label)
+    ax.set_title("Fine-tuned result against pretraining length (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.03) -> list[str]:
+    """The SSL issue's target on the paired AJI differences ``diffs`` (:func:`paired_differences`):
+    at the ``scarce`` budgets (label fractions), full and layer1-2 fine-tuning from ``last_init``
+    >= random + ``margin`` AJI with every seed positive; the frozen encoder (``all``) no worse than
+    random frozen. One line per checked cell, saying met or missed and by how much."""
+    lines = []
+    d = diffs[diffs["init"] == last_init]
+    for _, r in d.sort_values(["freeze", "label_fraction"]).iterrows():
+        cell = f"freeze {r['freeze']}, {r['label_fraction']:.0%} of the labels"
+        seeds = f"{int(r['positive'])}/{int(r['n'])} seeds positive"
+        if r["freeze"] == "all":
+            ok = r["mean"] >= 0
+            lines.append(f"- frozen probe, {cell}: SimCLR − random {r['mean']:+.3f} AJI ({seeds}): "
+                         + ("met (no worse than random frozen)" if ok else f"missed by {-r['mean']:.3f}"))
+        elif any(abs(r["label_fraction"] - f) < 1e-9 for f in scarce):
+            ok = r["mean"] >= margin and r["positive"] == r["n"]
+            short = max(0.0, margin - r["mean"])
+            lines.append(f"- {cell}: SimCLR − random {r['mean']:+.3f} AJI ({seeds}; target ≥ +{margin:.2f}, "
+                         "every seed positive): " + ("met" if ok else (f"missed by {short:.3f}" if short > 0
+                                                                        else "missed (not every seed positive)")))
+    return lines
+
+
 def _short(init: str) -> str:
     return Path(init.split(":", 1)[1]).stem if init.startswith("simclr:") else init
 
@@ -61,16 +144,29 @@ def main(argv: list[str] | None = None) -> None:
     lines, wins, cells = [], 0, 0
     for metric, name in (("val_aji", "AJI"), ("val_pq", "PQ"), ("best_val_dice", "Dice")):
         diffs = paired_differences(runs, metric)
-        lines += ["", f"| SimCLR init | freeze | labels | seeds | SimCLR − random, val {name}: mean | min | max | "
-                      "seeds positive |", "|---|---|---|---|---:|---:|---:|---:|"]
+        lines += ["", (f"| SimCLR init | freeze | labels | seeds | SimCLR − random, val {name}: mean | min | max | "
+                      "seeds positive |"), "|---|---|---|---|---:|---:|---:|---:|"]
         for _, r in diffs.iterrows():
             lines.append(f"| {_short(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n'])} | "
                          f"{r['mean']:+.3f} | {r['min']:+.3f} | {r['max']:+.3f} | {int(r['positive'])}/{int(r['n'])} |")
         if metric == "val_aji":
             wins, cells = (int((diffs["mean"] > 0).sum()), len(diffs)) if len(diffs) else (0, 0)
     table = rep.files[2].read_text()
+    curve = snapshot_curve(runs, "val_aji")
+    snapshots = sorted({str(i) for i in runs["init"] if (pretraining_step(str(i)) or 0) > 0},
+                       key=lambda i: pretraining_step(i))
+    curve_lines = []
+    if snapshots:
+        aji = paired_differences(runs, "val_aji")
+        curve_lines = ["", f"Target (last snapshot, {_short(snapshots[-1])}, against random init, paired by seed):",
+                       *target_verdict(aji, snapshots[-1])]
+        shapes = curve_shape(curve)
+        if shapes:
+            curve_lines += ["", "Curve over snapshots (mean val AJI, last snapshot against the first, flat within "
+                                "±0.01): " + "; ".join(f"freeze {f}, {lf:.0%} of the labels: {shape}"
+                                                      for (f, lf), shape in sorted(shapes.items())) + "."]
     print(table)
-    print("\n".join(lines))
+    print("\n".join(lines + curve_lines))
     print(f"SimCLR ahead of random on mean val AJI in {wins} of {cells} init x freeze x budget cells")
     if args.no_doc:
         return
@@ -81,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     for f in rep.files[3:]:
         shutil.copyfile(f, img / f.name)
         pics.append(f"![{f.stem}](img/{args.img}/{f.name})")
+    if snapshots:
+        plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png")
+        pics.append(f"![aji_vs_pretraining_step](img/{args.img}/aji_vs_pretraining_step.png)")
     n_cells = len(runs)
     total_min = runs["train_time_s"].sum() / 60
     body = [
@@ -95,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         "Paired by seed (same label subset, crops and decoder initialisation; only the encoder's start differs):",
         *lines, "",
         f"SimCLR is ahead of random init on mean val AJI in {wins} of {cells} init x freeze x budget cells.",
+        *curve_lines,
     ]
     if args.note:
         body += ["", args.note]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from histoclr.recipes.ablation_results import paired_differences
+from histoclr.recipes.ablation_results import (
+    curve_shape,
+    paired_differences,
+    plot_snapshot_curve,
+    pretraining_step,
+    snapshot_curve,
+    target_verdict,
+)
 
 
 def test_paired_differences_per_snapshot_by_seed():
@@ -20,3 +27,43 @@ def test_paired_differences_per_snapshot_by_seed():
     assert early["mean"] == pytest.approx((0.05 + 0.02) / 2) and early["positive"] == 2 and early["n"] == 2
     assert last["min"] == pytest.approx(-0.02) and last["max"] == pytest.approx(-0.01) and last["positive"] == 0
     assert paired_differences(pd.DataFrame([r for r in rows if r["init"] != "random"]), "val_aji").empty
+
+
+def _sweep_rows(values):
+    """values: {(init, freeze, label_fraction): [AJI by seed]} -> runs table."""
+    return pd.DataFrame([{"init": i, "freeze": f, "label_fraction": lf, "seed": str(s), "val_aji": v}
+                         for (i, f, lf), vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_pretraining_step_and_snapshot_curve_shape(tmp_path):
+    early, last = "simclr:/r/snapshots/backbone_step000250.pt", "simclr:/r/snapshots/backbone_step002000.pt"
+    assert pretraining_step("random") == 0 and pretraining_step(last) == 2000
+    assert pretraining_step("imagenet") is None and pretraining_step("simclr:abc123runid") is None
+    runs = _sweep_rows({("random", "none", 0.1): [0.30, 0.32], (early, "none", 0.1): [0.34, 0.36],
+                        (last, "none", 0.1): [0.40, 0.42], ("random", "all", 1.0): [0.2, 0.2],
+                        (early, "all", 1.0): [0.30, 0.30], (last, "all", 1.0): [0.25, 0.25],
+                        ("imagenet", "none", 0.1): [0.9, 0.9]})
+    curve = snapshot_curve(runs)
+    none = curve[curve["freeze"] == "none"].set_index("step")
+    assert list(none.index) == [0, 250, 2000] and none.loc[2000, "mean"] == pytest.approx(0.41)
+    assert none.loc[0, "n"] == 2  # imagenet left out: it has no step
+    assert curve_shape(curve) == {("none", 0.1): "rising", ("all", 1.0): "falling"}
+    out = plot_snapshot_curve(curve, tmp_path / "curve.png")
+    assert out.stat().st_size > 5000
+
+
+def test_target_verdict_met_missed_and_frozen_probe():
+    last = "simclr:/r/backbone_step002000.pt"
+    runs = _sweep_rows({("random", "none", 0.1): [0.30, 0.30, 0.30], (last, "none", 0.1): [0.35, 0.34, 0.36],
+                        ("random", "none", 0.2): [0.40, 0.40, 0.40], (last, "none", 0.2): [0.45, 0.39, 0.46],
+                        ("random", "layer1-2", 0.1): [0.3, 0.3, 0.3], (last, "layer1-2", 0.1): [0.31, 0.31, 0.31],
+                        ("random", "none", 1.0): [0.5, 0.5, 0.5], (last, "none", 1.0): [0.4, 0.4, 0.4],
+                        ("random", "all", 1.0): [0.2, 0.2, 0.2], (last, "all", 1.0): [0.19, 0.19, 0.19]})
+    lines = target_verdict(paired_differences(runs, "val_aji"), last)
+    text = "\n".join(lines)
+    assert len(lines) == 4  # the 100 % full fine-tuning cell is not a target cell
+    assert "freeze none, 10% of the labels: SimCLR − random +0.050 AJI (3/3 seeds positive" in text
+    assert any("none, 10%" in x and x.endswith(": met") for x in lines)
+    assert any("none, 20%" in x and x.endswith("missed (not every seed positive)") for x in lines)
+    assert any("layer1-2, 10%" in x and x.endswith("missed by 0.020") for x in lines)
+    assert any("frozen probe" in x and x.endswith("missed by 0.010") for x in lines)
