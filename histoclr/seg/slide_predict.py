@@ -59,6 +59,7 @@ from histoclr.slides.tissue import region_fractions, tissue_mask
 
 MAX_REGION_PIXELS = 100_000_000   # regions and plain images up to this size also get level-0 rasters
 PARTS_FORMAT = 1
+THUMBNAIL_SIZE = 1024             # longest side of the thumbnail (tissue detection, slide overlay)
 _MEASURED = COLUMNS[1:]           # the per-tile columns (ids are given at the end)
 
 
@@ -139,13 +140,13 @@ def tile_cores(work_size: tuple[int, int], tile: int) -> list[tuple[int, int, in
     return [(x, y, min(x + tile, ww), min(y + tile, wh)) for y in range(0, wh, tile) for x in range(0, ww, tile)]
 
 
-def slide_tissue(reader, footprint0: float, cfg: TissueConfig | None = None):
-    """Thumbnail ``(h, w, 3)`` and tissue mask ``(h, w)`` of the whole slide, as the tiler finds it
-    (about ``cfg.px_per_tile`` thumbnail px per ``footprint0`` level-0 px, longest side in
-    [512, ``cfg.thumbnail_size``]). Returns ``(thumbnail, mask)``."""
+def slide_tissue(reader, footprint0: float, size: int = THUMBNAIL_SIZE, cfg: TissueConfig | None = None):
+    """Thumbnail ``(h, w, 3)`` (longest side ``size``, or the slide's when smaller: the same memory
+    whatever the slide's size) and its tissue mask ``(h, w)`` by the tiler's detection, cleaned up
+    relative to a tile of ``footprint0`` level-0 px. Returns ``(thumbnail, mask)``."""
     cfg = cfg or TissueConfig()
     W, H = reader.dimensions
-    thumb = reader.thumbnail(int(min(max(max(W, H) * cfg.px_per_tile / footprint0, 512), cfg.thumbnail_size)))
+    thumb = reader.thumbnail(min(size, max(W, H)))
     tile_px = (footprint0 * thumb.shape[1] / W) * (footprint0 * thumb.shape[0] / H)
     mask = tissue_mask(thumb, tuple(cfg.saturation_range), cfg.pen_filter,
                        min_object_px=max(1, int(cfg.min_object_tiles * tile_px)),
