@@ -7,7 +7,7 @@ DATA ?= ../shared/data
 OUT ?=
 RUN_ARGS ?=
 
-.PHONY: setup postgres run test lint bench clean
+.PHONY: setup postgres chromium run test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python pipelines/run_all.py --config configs/pipeline/cpu.yaml $(if $(filter file,$(origin DATA)),--demo-if-missing) $(RUN_ARGS) data_root=$(DATA) $(if $(OUT),out_dir=$(OUT))
 
-test: setup postgres
+test: setup postgres chromium
 	$(BIN)/python -m pytest -q
 
 # Debian's PostgreSQL server binaries, for tests/deploy/test_postgres_tracking.py (which runs its own
@@ -41,6 +41,19 @@ postgres:
 	  pg_lsclusters -h 2>/dev/null | while read -r ver name port status rest; do \
 	    if [ "$$status" = online ]; then $$SUDO pg_ctlcluster "$$ver" "$$name" stop || true; fi; done; \
 	else echo "postgres: apt-get install postgresql failed; the PostgreSQL integration test will be skipped"; fi
+
+# Debian's chromium, for the browser test tests/deploy/test_mlflow_ui.py (Playwright drives it through
+# executable_path; Playwright's own browser download is not used). Installed only when missing and
+# apt-get may be used (root or passwordless sudo); otherwise one line, and that test is skipped. Never fails.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	if ! command -v apt-get >/dev/null 2>&1 || [ "$$SUDO" = no ]; then \
+	  echo "chromium: Debian's chromium not found and cannot install it here (needs apt-get as root or passwordless sudo); the MLflow UI browser test will be skipped (install: sudo apt-get install chromium)"; \
+	  exit 0; fi; \
+	echo "chromium: installing Debian's chromium for the MLflow UI browser test"; \
+	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	  || echo "chromium: apt-get install chromium failed; the MLflow UI browser test will be skipped"
 
 lint: setup
 	$(BIN)/ruff check histoclr tests pipelines benchmarks

@@ -148,6 +148,19 @@ def _registry_round_trip(best, tmp_path: Path, uri: str) -> None:
     with pytest.raises(HistoclrError) as e:
         load_seg_checkpoint("models:/tiny-best/7", tracking_uri=uri)
     assert "\n" not in str(e.value) and str(e.value).startswith("models:/tiny-best/7: not found")
+    # `histoclr predict --model models:/...` (the store of MLFLOW_TRACKING_URI), and an unknown version
+    from click.testing import CliRunner
+
+    from histoclr.cli import cli
+
+    env = {"MLFLOW_TRACKING_URI": uri}
+    img = tmp_path / "data" / "images" / "img0.png"
+    ok = CliRunner().invoke(cli, ["predict", "--model", "models:/tiny-best/1", str(img), "--out", str(tmp_path / "pred")],
+                            env=env)
+    assert ok.exit_code == 0 and "model models:/tiny-best/1:" in ok.output, ok.output
+    bad = CliRunner().invoke(cli, ["predict", "--model", "models:/tiny-best/7", str(img), "--out", str(tmp_path / "p2")],
+                             env=env)
+    assert bad.exit_code == 2 and "error: models:/tiny-best/7: not found in the MLflow store" in bad.output, bad.output
     # the PyTorch model itself, with its signature and input example, for plain MLflow users
     info = get_model_info("models:/tiny-best/1")
     assert tuple(info.signature.inputs.inputs[0].shape) == (-1, 3, local.window, local.window)
