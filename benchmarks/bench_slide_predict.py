@@ -175,12 +175,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"the tissue region `--region {args.svs_region}` of the real slide (the whole slide at 0.25 um/px is "
         "~100 tiles of 512 px, beyond this CPU budget); the synthetic rows are whole-slide runs (tissue on the "
         "thumbnail; a tile runs when any of it is tissue there). Peak RSS is the process's high-water mark after the run "
-        "(torch and the model included).")
+        "(torch and the model included). "
+        "The synthetic slides' texture (pink with purple dots) holds nothing the trained model calls a nucleus, "
+        "so their rows time tissue detection, reads, the forward and empty outputs; the SVS row, with real "
+        "nuclei, shows what post-processing, measurements, outlines and the GeoJSON/CSV cost (`rest`). "
+        "`--mask-tiff` is not timed: it renders every tile of the slide's pyramid, so its time grows with the "
+        "slide's area, not its tissue.")
     if args.note:
         body.append("")
         body.append(args.note)
     if not args.no_doc:
-        shown = ["python -m benchmarks.bench_slide_predict"] + (["--model", args.model] if args.model else [])
+        shown = [".venv/bin/python", "-m", "benchmarks.bench_slide_predict"]
+        shown += ["--model", args.model] if args.model else []
         shown += [] if args.threads == 2 else ["--threads", str(args.threads)]
         write_section(SECTION, "\n".join(body), " ".join(shlex.quote(a) for a in shown))
     print("\n".join(body))
