@@ -140,12 +140,13 @@ def test_a_sweep_as_a_person_sees_it_in_the_mlflow_ui(ui_sweep, tmp_path):
             for freeze in cells:      # the cells' values are in those columns
                 assert page.locator("[col-id*='freeze']").filter(has_text=freeze).count() >= 1
             assert page.locator("[col-id*='label_fraction']").filter(has_text="1.0").count() == 2
-            handle = page.locator("[role=columnheader][col-id='attributes.`Run Name`'] .ag-header-cell-resize")
-            box = handle.bounding_box() if handle.count() else None
-            if box:                   # widen the run names for the screenshot (as a person would drag it)
-                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            box = page.locator("[role=columnheader][col-id='attributes.`Run Name`']").first.bounding_box()
+            if box:                   # widen the run names for the screenshot, dragging the header's edge
+                x, y = box["x"] + box["width"] - 2, box["y"] + box["height"] / 2
+                page.mouse.move(x - 20, y)
+                page.mouse.move(x, y)
                 page.mouse.down()
-                page.mouse.move(box["x"] + 160, box["y"] + box["height"] / 2, steps=5)
+                page.mouse.move(x + 160, y, steps=8)
                 page.mouse.up()
             page.screenshot(path=str(shots / "mlflow_ui_runs.png"))
 
