@@ -111,8 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     metrics = json.loads((final_dir / "metrics.json").read_text())
     _tag_final(metrics["run_id"], cfg.tracking_uri)
     print("\nstage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
-    print(f"report: {out / 'report' / 'summary.md'}; compare the runs in the MLflow UI:\n"
-          + runs_link(cfg.experiment, cfg.tracking_uri))
+    try:
+        link = runs_link(cfg.experiment, cfg.tracking_uri)
+    except HistoclrError as e:            # the results stand; only the link is missing
+        link = f"(no link: {e}); run `histoclr ui`"
+    print(f"report: {out / 'report' / 'summary.md'}; compare the runs in the MLflow UI:\n{link}")
     print(f"final model: {final_dir / 'best.pt'} (init {init}; validation AJI {metrics['val_aji']:.3f}, "
           f"PQ {metrics['val_pq']:.3f}, Dice {metrics['best_val_dice']:.3f}; MLflow run {metrics['run_id']}, "
           f"'final model' in experiment {cfg.experiment})\n"

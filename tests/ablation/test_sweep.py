@@ -198,3 +198,35 @@ def test_sub_grids_with_image_counts_expand_seed_major_without_repeats():
                 {"freezes": ["none"], "label_counts": [0]}, {"freezes": ["none"], "budgets": [1], "label_counts": [1]}):
         with pytest.raises(ConfigError, match="grids"):
             AblationConfig(grids=[bad]).validate()
+
+
+def test_ablate_prints_the_runs_link_and_the_registered_model(monkeypatch, tmp_path):
+    """`histoclr ablate` ends with the link to the experiment's runs view (model-training mode) and
+    fails (exit 1) when the registration failed; the sweep itself is stubbed here."""
+    from click.testing import CliRunner
+
+    import histoclr.ablation.sweep as sweep
+    from histoclr.cli import cli
+    from histoclr.tracking import start_run
+
+    def fake_sweep(cfg, overrides, tracking_uri=None, echo=print):
+        with start_run(cfg.experiment, cfg.sweep_name) as parent:
+            pass
+        return sweep.SweepResult(parent.run_id, "", registered=f"models:/{cfg.register_as}/3",
+                                 register_error=calls.pop() if calls else None)
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"experiment": "cli-ablation", "register_as": "cli-best"}))
+    calls = []
+    out = CliRunner().invoke(cli, ["ablate", str(tmp_path / "s.yaml")])
+    assert out.exit_code == 0, out.output
+    from mlflow.tracking import MlflowClient
+
+    exp_id = MlflowClient().get_experiment_by_name("cli-ablation").experiment_id
+    assert "best cell registered as models:/cli-best/3" in out.output
+    assert out.output.rstrip().endswith(
+        f"MLflow runs of cli-ablation: http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        " (start the UI with `histoclr ui`)")
+    calls.append("OSError: disk full")
+    out = CliRunner().invoke(cli, ["ablate", str(tmp_path / "s.yaml")])
+    assert out.exit_code == 1 and "not registered as 'cli-best': OSError: disk full" in out.output

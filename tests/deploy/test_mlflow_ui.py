@@ -54,7 +54,13 @@ def _sync_playwright():
 
 
 @pytest.fixture
-def ui_sweep(tmp_path, launch_mlflow_server, _mlflow_template_db):
+def browser_tools():
+    """``(sync_playwright, chromium executable)``; skip (fail on CI) before any work when missing."""
+    return _sync_playwright(), _chromium()
+
+
+@pytest.fixture
+def ui_sweep(browser_tools, tmp_path, launch_mlflow_server, _mlflow_template_db):
     """``(server url, experiment id, parent run id, {freeze: child run id})`` of a tiny real sweep."""
     from histoclr.ablation.report import build_report
     from histoclr.ablation.sweep import run_sweep
@@ -94,14 +100,13 @@ def _screenshot_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_sweep_as_a_person_sees_it_in_the_mlflow_ui(ui_sweep, tmp_path):
+def test_a_sweep_as_a_person_sees_it_in_the_mlflow_ui(browser_tools, ui_sweep, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from histoclr.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, runs_link
 
     url, exp_id, parent_id, cells = ui_sweep
-    sync_playwright = _sync_playwright()
-    chromium = _chromium()
+    sync_playwright, chromium = browser_tools
     shots = _screenshot_dir(tmp_path)
     assert MlflowClient(url).get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
     link = runs_link("ui-ablation", url).split(": ", 1)[1]      # what ablate / report / ui print
