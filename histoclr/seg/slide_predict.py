@@ -228,7 +228,7 @@ class Parts:
         for p in folder.glob(".*.tmp*"):      # left by a killed writer
             p.unlink(missing_ok=True)
         atomic_write_json(folder / "settings.json", settings)
-        self.load = lru_cache(maxsize=16)(self._load)
+        self.load = lru_cache(maxsize=4)(self._load)
         self.offsets: list[int] = []
         self.boxes0: np.ndarray = np.zeros((0, 4))
 
