@@ -52,7 +52,8 @@ def _region(ctx, param, value):
               help="Sliding-window overlap (fraction of the window).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Redo inputs finished by an earlier run (default: skip them).")
+@click.option("--overwrite", is_flag=True,
+              help="Redo inputs an earlier run finished with the same settings (default: skip them).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[Path, ...], model: str, out: Path, mpp, assume_mpp, region,
@@ -66,7 +67,8 @@ def predict(ctx: click.Context, inputs: tuple[Path, ...], model: str, out: Path,
     <name>.geojson (QuPath detections, level-0 px), <name>_nuclei.csv (one row per nucleus with its
     measurements), <name>_overlay.png and <name>_summary.json; regions and images also get their
     level-0 labels (16-bit PNG, TIFF past 65,535 nuclei; --binary: the 0/255 mask) as before. An
-    interrupted input resumes from its finished tiles; a finished one is skipped unless --overwrite.
+    interrupted input resumes from its finished tiles; one finished with the same settings is skipped
+    unless --overwrite.
     A bad input prints one line naming it; the others are still processed and the exit status is 1
     at the end.
     """
@@ -97,7 +99,8 @@ def predict(ctx: click.Context, inputs: tuple[Path, ...], model: str, out: Path,
             click.echo(f"error: {e}", err=True)
             continue
         if res.skipped:
-            click.echo(f"{path}: finished earlier, skipped (--overwrite to redo): {res.summary_line()}")
+            click.echo(f"{path}: finished earlier with these settings, skipped (--overwrite to redo): "
+                       f"{res.summary_line()}")
             continue
         click.echo(f"{path}: {res.summary_line()}; {res.tiles} tiles in {res.seconds:.1f} s -> "
                    f"{', '.join(res.files.values())}")

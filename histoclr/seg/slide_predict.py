@@ -20,7 +20,8 @@ region), each written atomically:
     <name>_instances.png      region / image only: labels at level 0 (16-bit; TIFF past 65,535;
                               ``binary``: ``<name>_mask.png``, 0/255), as before
     <name>_mask.tif           ``mask_tiff``: pyramidal tiled instance mask (ids as 24-bit RGB)
-    <name>_summary.json       written last: the input is finished (skipped on re-run unless overwrite)
+    <name>_summary.json       written last: the input is finished (a re-run with the same settings
+                              skips it unless overwrite)
 """
 
 from __future__ import annotations
@@ -366,6 +367,14 @@ def tile_reader(reader, path: Path, geo: Geometry, halo: int):
     return read
 
 
+def _summary(path: Path) -> dict:
+    """The summary of an input finished earlier (``{}`` when none or unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def save_thumbnail_overlay(path: Path, thumb: np.ndarray, labels: np.ndarray, caption: str) -> Path:
     """The thumbnail ``(h, w, 3)`` with the nuclei ``labels`` ``(h, w)`` drawn
     (:func:`histoclr.seg.overlay.overlay_image`) above a one-line caption, as a PNG (atomically)."""
@@ -389,7 +398,8 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
     tiles whose tissue fraction on the thumbnail exceeds ``min_tissue``; a region or image runs
     every tile and also gets level-0 rasters. ``tile``/``halo``: core side and context in work px.
     ``threshold`` overrides the checkpoint's foreground threshold. ``on_tile(k)`` is called after
-    the k-th tile of this call is saved. A finished input is skipped unless ``overwrite``.
+    the k-th tile of this call is saved. An input finished earlier with the same settings (model,
+    slide file, geometry, tiles, post-processing, outputs) is skipped unless ``overwrite``.
 
     Raises:
         InputFileError: unreadable input or region, unknown mpp (one line naming the file).
@@ -403,9 +413,6 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
     start = time.perf_counter()
     name = input_name(path, region)
     summary_path = out / f"{name}_summary.json"
-    if summary_path.is_file() and not overwrite:
-        s = json.loads(summary_path.read_text())
-        return Prediction(name, s["mode"], s["nuclei"], s["tiles"], s["tissue_mm2"], s["files"], skipped=True)
     with open_slide(path) as reader:
         plan = plan_input(reader, path, ckpt, region, mpp, assume_mpp, tile, min_tissue)
         geo, cores, thumb, mode, (x, y) = plan.geo, plan.cores, plan.thumb, plan.mode, plan.geo.origin
@@ -414,6 +421,12 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
                     "file_mtime_ns": path.stat().st_mtime_ns, "geometry": asdict(geo), "tile": tile, "halo": halo,
                     "overlap": overlap, "min_tissue": min_tissue, "postprocess": params.to_dict(),
                     "model": model_fingerprint(ckpt), "tiles": len(cores)}
+        job = json.loads(json.dumps({**settings, "outputs": {"binary": binary, "mask_format": mask_format,
+                                                             "mask_tiff": mask_tiff}}))
+        done = _summary(summary_path)
+        if not overwrite and done.get("settings") == job:
+            return Prediction(name, done["mode"], done["nuclei"], done["tiles"], done["tissue_mm2"], done["files"],
+                              skipped=True)
         parts = Parts(out / f"{name}.parts", settings, fresh=overwrite)
         summary_path.unlink(missing_ok=True)
         todo = [i for i in range(len(cores)) if not parts.path(i).is_file()]
@@ -454,7 +467,7 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
     res = Prediction(name, mode, n, len(cores), plan.tissue_mm2, {k: str(v) for k, v in files.items()},
                      seconds=time.perf_counter() - start)
     atomic_write_json(summary_path, {**asdict(res), "nuclei_per_mm2": res.per_mm2, "input": str(path),
-                                     "summary": res.summary_line()})
+                                     "summary": res.summary_line(), "settings": job})
     shutil.rmtree(parts.folder, ignore_errors=True)
     return res
 

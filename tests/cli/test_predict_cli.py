@@ -57,12 +57,16 @@ def test_several_slides_one_bad_then_skip_and_overwrite(model, slides, tmp_path)
     with open(out / "a.geojson", encoding="utf-8") as f:
         assert json.load(f)["type"] == "FeatureCollection"
     assert np.asarray(Image.open(out / "a_overlay.png")).ndim == 3
-    res = run("--model", model, a, "--out", out, *FAST)
+    res = run("--model", model, a, "--out", out, "--mask-tiff", *FAST)
     assert res.exit_code == 0 and "skipped" in res.output, res.output
     before = (out / "a_summary.json").stat().st_mtime_ns
-    res = run("--model", model, a, "--out", out, "--overwrite", *FAST)
+    res = run("--model", model, a, "--out", out, "--mask-tiff", "--overwrite", *FAST)
     assert res.exit_code == 0 and "skipped" not in res.output, res.output
-    assert (out / "a_summary.json").stat().st_mtime_ns != before
+    after = (out / "a_summary.json").stat().st_mtime_ns
+    assert after != before
+    res = run("--model", model, a, "--out", out, "--mask-tiff", "--threshold", "0.6", *FAST)   # other settings
+    assert res.exit_code == 0 and "skipped" not in res.output, res.output
+    assert (out / "a_summary.json").stat().st_mtime_ns != after
 
 
 def test_region_writes_level0_labels(model, slides, tmp_path):
