@@ -1,5 +1,5 @@
 """Nucleus exports: per-nucleus measurements and outlines, the GeoJSON QuPath imports as detections,
-the CSV table, and the pyramidal instance-mask TIFF.
+the CSV table, the pyramidal instance-mask TIFF, the level-0 label image and the thumbnail overlay.
 
 Coordinates are level-0 pixel *indices* (pixel ``(x, y)`` has its centre at ``(x, y)``), the convention
 of :mod:`histoclr.seg.annotations`: ``read_geojson`` + ``rasterize_instances`` give back the instance
@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image, ImageDraw
 from skimage.color import rgb2hed
 from skimage.measure import find_contours, regionprops_table
 
 from histoclr.io import atomic_path
+from histoclr.seg.overlay import overlay_image
 
 #: CSV columns, in order (µm columns are empty when the slide's resolution is unknown)
 COLUMNS = ("id", "centroid_x_px", "centroid_y_px", "centroid_x_um", "centroid_y_um", "area_um2",
@@ -134,8 +137,6 @@ def write_mask_tiff(path: str | Path, width: int, height: int, mpp: float | None
     (``x0, y0`` in level-0 px). Ids are stored lossless (deflate) as 24-bit RGB
     (:func:`encode_ids`), as OpenSlide reads only 8-bit samples; ``mpp``: resolution tags (µm/px).
     """
-    import tifffile
-
     levels = 1
     while max(width, height) / 2 ** (levels - 1) > min_size:
         levels += 1
@@ -157,3 +158,35 @@ def write_mask_tiff(path: str | Path, width: int, height: int, mpp: float | None
             tw.write(tiles(), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
                      compression="zlib", subfiletype=1 if level else 0, **res)
     return Path(path)
+
+
+# --------------------------------------------------------------------------- images
+def write_label_raster(out: Path, name: str, instances: np.ndarray, binary: bool, mask_format: str) -> Path:
+    """``out/<name>_instances.png`` (16-bit; TIFF past 65,535 nuclei or with ``mask_format="tiff"``) of
+    an instance map ``(H, W)``, or with ``binary`` ``out/<name>_mask.png`` (0/255), atomically."""
+    n = int(instances.max())
+    if binary:
+        data, stem = (instances > 0).astype(np.uint8) * 255, f"{name}_mask"
+    else:
+        data, stem = (instances.astype(np.uint16) if n <= 65535 else instances.astype(np.int32)), f"{name}_instances"
+        if mask_format == "png" and n > 65535:
+            mask_format = "tiff"      # a 16-bit PNG holds at most 65,535 nuclei
+    path = out / f"{stem}.{'png' if mask_format == 'png' else 'tif'}"
+    with atomic_path(path) as tmp:
+        if mask_format == "png":
+            Image.fromarray(data).save(tmp, format="PNG")
+        else:
+            tifffile.imwrite(tmp, data, compression="zlib")
+    return path
+
+
+def save_thumbnail_overlay(path: Path, thumb: np.ndarray, labels: np.ndarray, caption: str) -> Path:
+    """The thumbnail ``(h, w, 3)`` with the nuclei ``labels`` ``(h, w)`` drawn
+    (:func:`histoclr.seg.overlay.overlay_image`) above a one-line caption, as a PNG (atomically)."""
+    img = Image.fromarray(overlay_image(thumb, labels))
+    canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
+    canvas.paste(img, (0, 0))
+    ImageDraw.Draw(canvas).text((4, img.height + 3), caption, fill=(255, 255, 255))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path

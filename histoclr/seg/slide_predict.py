@@ -39,8 +39,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image, ImageDraw
 
 from histoclr.config.tile import TissueConfig
 from histoclr.errors import InputFileError
@@ -50,10 +48,12 @@ from histoclr.seg.export import (
     COLUMNS,
     nucleus_outlines,
     region_measurements,
+    save_thumbnail_overlay,
+    write_label_raster,
     write_mask_tiff,
     write_nuclei,
 )
-from histoclr.seg.overlay import overlay_image, save_overlay_png
+from histoclr.seg.overlay import save_overlay_png
 from histoclr.seg.predict import predict_work, resample
 from histoclr.slides.reader import level_for_mpp, open_slide
 from histoclr.slides.tissue import region_fractions, tissue_mask
@@ -297,24 +297,6 @@ def model_fingerprint(ckpt) -> str:
     return h.hexdigest()
 
 
-def _write_raster(out: Path, name: str, instances: np.ndarray, binary: bool, mask_format: str) -> Path:
-    """The level-0 labels of a region / image as before (16-bit PNG, TIFF past 65,535; binary 0/255)."""
-    n = int(instances.max())
-    if binary:
-        data, stem = (instances > 0).astype(np.uint8) * 255, f"{name}_mask"
-    else:
-        data, stem = (instances.astype(np.uint16) if n <= 65535 else instances.astype(np.int32)), f"{name}_instances"
-        if mask_format == "png" and n > 65535:
-            mask_format = "tiff"      # a 16-bit PNG holds at most 65,535 nuclei
-    path = out / f"{stem}.{'png' if mask_format == 'png' else 'tif'}"
-    with atomic_path(path) as tmp:
-        if mask_format == "png":
-            Image.fromarray(data).save(tmp, format="PNG")
-        else:
-            tifffile.imwrite(tmp, data, compression="zlib")
-    return path
-
-
 @dataclass
 class Plan:
     """What to run for one input: its ``mode`` (slide | region), work grid, tiles and tissue."""
@@ -375,18 +357,6 @@ def _summary(path: Path) -> dict:
         return {}
 
 
-def save_thumbnail_overlay(path: Path, thumb: np.ndarray, labels: np.ndarray, caption: str) -> Path:
-    """The thumbnail ``(h, w, 3)`` with the nuclei ``labels`` ``(h, w)`` drawn
-    (:func:`histoclr.seg.overlay.overlay_image`) above a one-line caption, as a PNG (atomically)."""
-    img = Image.fromarray(overlay_image(thumb, labels))
-    canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
-    canvas.paste(img, (0, 0))
-    ImageDraw.Draw(canvas).text((4, img.height + 3), caption, fill=(255, 255, 255))
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return path
-
-
 def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None, tile: int = 1024,
                   halo: int = 64, overlap: float = 0.25, batch_size: int = 4, device=None,
                   threshold: float | None = None, binary: bool = False, mask_format: str = "png",
@@ -427,6 +397,8 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
         if not overwrite and done.get("settings") == job:
             return Prediction(name, done["mode"], done["nuclei"], done["tiles"], done["tissue_mm2"], done["files"],
                               skipped=True)
+        for p in out.glob(f".{name}*.tmp*"):          # left by a writer killed part-way
+            p.unlink(missing_ok=True)
         parts = Parts(out / f"{name}.parts", settings, fresh=overwrite)
         summary_path.unlink(missing_ok=True)
         todo = [i for i in range(len(cores)) if not parts.path(i).is_file()]
@@ -453,7 +425,7 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
         if mode == "region" and geo.size0[0] * geo.size0[1] <= MAX_REGION_PIXELS:
             (w, h), box0 = geo.size0, (x, y, x + geo.size0[0], y + geo.size0[1])
             instances = parts.render(x, y, w, h, 1.0)
-            files["mask"] = _write_raster(out, name, instances, binary, mask_format)
+            files["mask"] = write_label_raster(out, name, instances, binary, mask_format)
             rgb = resample(read_level(reader, path, geo, box0), (w, h))
             files["overlay"] = save_overlay_png(out / f"{name}_overlay.png", rgb, instances)
         else:
