@@ -60,6 +60,8 @@ from histoclr.slides.tissue import region_fractions, tissue_mask
 
 MAX_REGION_PIXELS = 100_000_000   # regions and plain images up to this size also get level-0 rasters
 PARTS_FORMAT = 1
+# tiles/s even below one tile a second (tqdm's default turns that into s/tile), and the ETA
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 THUMBNAIL_SIZE = 1024             # longest side of the thumbnail (tissue detection, slide overlay)
 _MEASURED = COLUMNS[1:]           # the per-tile columns (ids are given at the end)
 
@@ -405,7 +407,7 @@ def predict_input(ckpt, path, out_dir, *, region=None, mpp=None, assume_mpp=None
         read = tile_reader(reader, path, geo, halo)
 
         bar = progress_bar(total=len(cores), initial=len(cores) - len(todo), unit="tile", desc=name,
-                           disable=not progress, file=sys.stderr)
+                           disable=not progress, file=sys.stderr, bar_format=BAR_FORMAT)
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:      # read the next tile during this one's forward
                 nxt = pool.submit(read, cores[todo[0]]) if todo else None
