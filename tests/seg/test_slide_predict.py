@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
@@ -250,6 +254,29 @@ def test_killed_prediction_resumes_to_the_uninterrupted_outputs(multilevel, tmp_
     redo = predict_input(ck, slide, tmp_path / "run", tile=128, halo=24, progress=False, on_tile=calls.append,
                          overwrite=True)
     assert not redo.skipped and len(calls) == ref.tiles
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_outputs(multilevel, tmp_path):
+    slide, _ = multilevel
+    ck = fake_checkpoint(0.5)
+    ref = predict_input(ck, slide, tmp_path / "ref", tile=128, halo=24, progress=False)
+    code = (f"import importlib.util, time\n"
+            f"spec = importlib.util.spec_from_file_location('t', {str(Path(__file__))!r})\n"
+            "t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)\n"
+            f"t.predict_input(t.fake_checkpoint(0.5), {str(slide)!r}, {str(tmp_path / 'run')!r}, tile=128, halo=24,\n"
+            "                progress=False, on_tile=lambda k: time.sleep(0.5))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    parts = tmp_path / "run" / "ml.parts"
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("tile_*.npz"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.glob("tile_*.npz")))
+    assert 2 <= done < ref.tiles and not (tmp_path / "run" / "ml_summary.json").exists()
+    calls = []
+    res = predict_input(ck, slide, tmp_path / "run", tile=128, halo=24, progress=False, on_tile=calls.append)
+    assert len(calls) == ref.tiles - done and _outputs(res) == _outputs(ref)
 
 
 def test_other_settings_do_not_reuse_parts_and_errors_are_one_line(multilevel, tmp_path):
