@@ -24,7 +24,8 @@ def _region(ctx, param, value):
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "-m", "model", required=True, type=str,
-              help="best.pt written by `histoclr finetune-seg` (passed to the model loader as given).")
+              help="best.pt written by `histoclr finetune-seg`, or a models:/NAME/VERSION or runs:/ URI "
+                   "(passed to the model loader as given).")
 @out_option(help="Folder for <name>.geojson, <name>_nuclei.csv, <name>_overlay.png, <name>_summary.json "
                  "(and, for regions and images, <name>_instances.png).")
 @click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
