@@ -326,7 +326,7 @@ def main() -> None:
              "", ("Target (issue 18): 200 views/s per core, so that 16 cores feed 3,000 views/s. The steps "
                   "are timed one by one outside the Compose, so their sum differs from the whole item "
                   "(Compose bookkeeping, per-item seeding). The CPU was shared with other engineers' jobs "
-                  f"and a nice-19 pretraining run (load average {load_start:.1f} at the start, "
+                  f"and a background pretraining run (load average {load_start:.1f} at the start, "
                   f"{load_end:.1f} at the end, on {os.cpu_count()} cores): wall-clock rates are well below "
                   "the CPU-time rates, and CPU time on a busy core is itself somewhat inflated (shared "
                   "caches); before and after come from the same rounds.")]
