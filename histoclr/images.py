@@ -17,6 +17,7 @@ torch inside :func:`normalize_image`, so that tiling never loads it).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -258,3 +259,33 @@ def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return x.sub_(m).div_(s)
+
+
+# ----------------------------------------------------------------------------- pyramidal TIFF
+def write_tiled_pyramid(path: str | Path, width: int, height: int, tile_at: Callable[[int, int, int], np.ndarray], *,
+                        levels: int, tile: int = 256, mpp: float | None = None,
+                        compression: str | None = None) -> Path:
+    """Write a tiled pyramidal RGB TIFF (downsamples 1, 2, 4, ... for ``levels`` levels) of
+    ``width x height`` level-0 px, tile by tile, that OpenSlide opens.
+
+    ``tile_at(tx, ty, downsample)`` returns the ``(tile, tile, 3)`` uint8 tile whose top-left corner is
+    ``(tx, ty)`` in that level's px. ``mpp``: resolution tags (µm per level-0 px); ``compression``:
+    tifffile's (``"jpeg"``, ``"zlib"``, ...) or None.
+    """
+    path = Path(path)
+    with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tw:
+        for level in range(levels):
+            ds = 2 ** level
+            lw, lh = max(1, width // ds), max(1, height // ds)
+
+            def tiles(lw=lw, lh=lh, ds=ds) -> Iterator[np.ndarray]:
+                for ty in range(0, lh, tile):
+                    for tx in range(0, lw, tile):
+                        yield tile_at(tx, ty, ds)
+
+            extra = {} if compression is None else {"compression": compression}
+            if mpp is not None:
+                extra.update(resolution=(1e4 / mpp / ds, 1e4 / mpp / ds), resolutionunit="CENTIMETER")
+            tw.write(tiles(), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+                     subfiletype=1 if level else 0, **extra)
+    return path

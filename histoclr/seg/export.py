@@ -14,7 +14,7 @@ import csv
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from skimage.color import rgb2hed
 from skimage.measure import find_contours, regionprops_table
 
+from histoclr.images import write_tiled_pyramid
 from histoclr.io import atomic_path
 from histoclr.seg.overlay import overlay_image
 
@@ -140,23 +141,16 @@ def write_mask_tiff(path: str | Path, width: int, height: int, mpp: float | None
     levels = 1
     while max(width, height) / 2 ** (levels - 1) > min_size:
         levels += 1
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31) as tw:
-        for level in range(levels):
-            ds = 2 ** level
-            lw, lh = max(1, width // ds), max(1, height // ds)
 
-            def tiles(lw=lw, lh=lh, ds=ds) -> Iterator[np.ndarray]:
-                for ty in range(0, lh, tile):
-                    for tx in range(0, lw, tile):
-                        block = np.zeros((tile, tile), np.int64)
-                        h, w = min(tile, lh - ty), min(tile, lw - tx)
-                        block[:h, :w] = render(tx * ds, ty * ds, w, h, ds)
-                        yield encode_ids(block)
+    def tile_at(tx: int, ty: int, ds: int) -> np.ndarray:
+        lw, lh = max(1, width // ds), max(1, height // ds)
+        block = np.zeros((tile, tile), np.int64)
+        h, w = min(tile, lh - ty), min(tile, lw - tx)
+        block[:h, :w] = render(tx * ds, ty * ds, w, h, ds)
+        return encode_ids(block)
 
-            res = {} if mpp is None else {"resolution": (1e4 / mpp / ds, 1e4 / mpp / ds),
-                                          "resolutionunit": "CENTIMETER"}
-            tw.write(tiles(), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                     compression="zlib", subfiletype=1 if level else 0, **res)
+    with atomic_path(path) as tmp:
+        write_tiled_pyramid(tmp, width, height, tile_at, levels=levels, tile=tile, mpp=mpp, compression="zlib")
     return Path(path)
 
 

@@ -7,10 +7,12 @@ first, resolution tags in centimetres (``openslide.mpp-x``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from histoclr.images import write_tiled_pyramid
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in level-0 pixels
 
@@ -66,24 +68,9 @@ def write_pyramid_tiff(path: str | Path, width: int, height: int, mpp: float,
                        compression: str | None = "jpeg", seed: int = 0) -> Path:
     """Write a tiled pyramidal TIFF (downsamples 1, 2, 4, ...) of ``width x height`` px at
     ``mpp`` µm/px with textured ``tissue`` boxes (level-0 px); returns ``path``."""
-    import tifffile
-
     if width <= 0 or height <= 0 or mpp <= 0 or levels < 1 or tile % 16:
         raise ValueError("width, height, mpp must be > 0, levels >= 1, tile a multiple of 16")
     path = Path(path)
-    res_per_cm = 1e4 / mpp
-    with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tw:
-        for level in range(levels):
-            ds = 2 ** level
-            lw, lh = max(1, width // ds), max(1, height // ds)
-
-            def tiles(lw=lw, lh=lh, ds=ds) -> Iterator[np.ndarray]:
-                for ty in range(0, lh, tile):
-                    for tx in range(0, lw, tile):
-                        yield render_region(tx, ty, tile, tile, ds, tissue, seed)
-
-            kwargs = {"compression": compression} if compression else {}
-            tw.write(tiles(), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile),
-                     photometric="rgb", resolution=(res_per_cm / ds, res_per_cm / ds),
-                     resolutionunit="CENTIMETER", subfiletype=1 if level else 0, **kwargs)
+    write_tiled_pyramid(path, width, height, lambda tx, ty, ds: render_region(tx, ty, tile, tile, ds, tissue, seed),
+                        levels=levels, tile=tile, mpp=mpp, compression=compression)
     return path
