@@ -102,6 +102,13 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> No
 
 
 # --------------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
@@ -122,6 +129,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())   # mkstemp makes it 0600: give it a plain file's mode
         os.replace(tmp_path, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):

@@ -99,3 +99,14 @@ def test_output_folders_are_checked_in_one_line(tmp_path, readonly_dir):
     assert not (tmp_path / "new").exists()
     assert ensure_output_dir(tmp_path / "made").is_dir()
     assert list((tmp_path / "made").iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_get_the_mode_of_a_plain_file(tmp_path, umask, mode):
+    """Not mkstemp's 0600: a result in a shared folder is readable as any file the user writes."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == mode
