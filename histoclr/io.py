@@ -102,11 +102,15 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> No
 
 
 # --------------------------------------------------------------------------- atomic writes
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
+def _read_umask() -> int:
+    """The process's umask (read by setting it and putting it back: done once, at import, so that no
+    other thread ever creates a file under the temporary value)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -129,7 +133,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())   # mkstemp makes it 0600: give it a plain file's mode
+        os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes it 0600: give it a plain file's mode
         os.replace(tmp_path, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):

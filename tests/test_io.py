@@ -102,11 +102,8 @@ def test_output_folders_are_checked_in_one_line(tmp_path, readonly_dir):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
-def test_atomic_writes_get_the_mode_of_a_plain_file(tmp_path, umask, mode):
+def test_atomic_writes_get_the_mode_of_a_plain_file(tmp_path, monkeypatch, umask, mode):
     """Not mkstemp's 0600: a result in a shared folder is readable as any file the user writes."""
-    old = os.umask(umask)
-    try:
-        atomic_write_text(tmp_path / "result.json", "{}")
-    finally:
-        os.umask(old)
+    monkeypatch.setattr("histoclr.io._UMASK", umask)  # the umask the process started with
+    atomic_write_text(tmp_path / "result.json", "{}")
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == mode
