@@ -1,0 +1,166 @@
+"""The record of a long pretraining run, kept in docs/ (its weights stay out of git).
+
+    python pipelines/pretrain_record.py --run-dir runs/pretrain_dense_cpu --out docs/pretrain_dense_cpu_run
+
+From the run directory and its MLflow run (named in the snapshots' metadata) it writes into ``--out``:
+``README.md`` (state, the held-out checks at every snapshot, how to resume), ``config.yaml``,
+``dense_manifest.json``, ``log_tail.txt`` (the last progress lines, carriage returns resolved),
+``holdout_vs_step.png`` (the label-free checks against the step) and each snapshot's
+``embedding_map_stepNNNNNN.png``. Every number comes from the MLflow metrics or the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from histoclr.io import atomic_write_text
+
+HOLDOUT_METRICS = ("holdout_top1", "holdout_top1_random", "holdout_mean_rank", "holdout_mean_rank_random",
+                   "holdout_tiles")
+
+
+@dataclass
+class Snapshot:
+    step: int
+    path: Path
+    run_id: str
+    git_commit: str
+
+
+def snapshots(run_dir: Path) -> list[Snapshot]:
+    """The run's backbone snapshots (``snapshots/backbone_step*.pt``), by step."""
+    from histoclr.ssl.model import load_backbone
+
+    out = []
+    for p in sorted((run_dir / "snapshots").glob("backbone_step*.pt")):
+        meta = load_backbone(p).metadata
+        out.append(Snapshot(int(meta["step"]), p, str(meta.get("run_id", "")), str(meta.get("git_commit", ""))))
+    return sorted(out, key=lambda s: s.step)
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of ``checkpoints/last.pt`` (``None`` without one)."""
+    from histoclr.ssl.trainer import load_checkpoint
+
+    path = run_dir / "checkpoints" / "last.pt"
+    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+
+
+def holdout_table(run_id: str, tracking_uri: str | None) -> dict[int, dict[str, float]]:
+    """``{step: {metric: value}}`` of the held-out checks logged on the run."""
+    from histoclr.tracking import metric_history
+
+    table: dict[int, dict[str, float]] = {}
+    for name, points in metric_history(run_id, HOLDOUT_METRICS, tracking_uri).items():
+        for step, value in points:
+            table.setdefault(int(step), {})[name] = float(value)
+    return {s: m for s, m in sorted(table.items()) if "holdout_top1" in m}
+
+
+def log_tail(log: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a tqdm log, each carriage-return redraw as its own line."""
+    if not log.is_file():
+        return ""
+    text = log.read_text(errors="replace").replace("\r", "\n")
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:]) + "\n"
+
+
+def plot_holdout(table: dict[int, dict[str, float]], path: Path) -> Path:
+    """Held-out top-1 and mean rank against the step, the random-init value as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, label in ((axes[0], "holdout_top1", "held-out top-1 (own view nearest)"),
+                           (axes[1], "holdout_mean_rank", "held-out mean rank of own view")):
+        ax.plot(steps, [table[s][key] for s in steps], "o-", label="pretrained")
+        ax.plot(steps, [table[s].get(f"{key}_random", float("nan")) for s in steps], "k--", label="random init")
+        ax.set_xlabel("pretraining step")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from histoclr.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | None = None,
+                 resume_command: str = "bash pipelines/pretrain_long.sh",
+                 record_command: str = "python pipelines/pretrain_record.py", note: str = "") -> Path:
+    """Write the record (see the module docstring) and return the README's path."""
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    snaps = snapshots(run_dir)
+    step = checkpoint_step(run_dir)
+    run_id = next((s.run_id for s in reversed(snaps) if s.run_id), "")
+    table = holdout_table(run_id, tracking_uri) if run_id else {}
+
+    for name in ("config.yaml", "dense_manifest.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    atomic_write_text(out / "log_tail.txt", log_tail(run_dir / "log.txt"))
+    pictures = []
+    if table:
+        pictures.append(plot_holdout(table, out / "holdout_vs_step.png").name)
+    for s in snaps:
+        src = run_dir / "diagnostics" / f"step{s.step:06d}" / "embedding_map.png"
+        if not src.is_file():  # the last step's checks are the run's end-of-run diagnostics
+            src = run_dir / "diagnostics" / "embedding_map.png"
+        if src.is_file():
+            shutil.copyfile(src, out / f"embedding_map_step{s.step:06d}.png")
+            pictures.append(f"embedding_map_step{s.step:06d}.png")
+
+    cfg = {}
+    if (run_dir / "config.yaml").is_file():
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    max_steps = int(cfg.get("train", {}).get("max_steps", 0)) or None
+    finished = step is not None and max_steps is not None and step >= max_steps
+    state = ("finished" if finished else "in progress")
+    lines = [f"# The long dense pretraining run ({state})", "",
+             f"Run directory `{run_dir}` (weights not in git), MLflow run `{run_id or 'unknown'}`. "
+             f"Last checkpoint: step **{step if step is not None else 'none'}**"
+             + (f" of {max_steps}" if max_steps else "") + ".", "",
+             "Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
+             "step, the run, the git commit and the dense manifest):", ""]
+    lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]})" for s in snaps] or ["- none yet"]
+    lines += ["", "Label-free checks on the held-out crops at each snapshot (is a crop's own second view its "
+                  "nearest neighbour among all the held-out crops' views?), from the run's MLflow metrics:", "",
+              "| step | crops | top-1 | top-1, random init | mean rank | mean rank, random init |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for s, m in table.items():
+        lines.append(f"| {s} | {int(m.get('holdout_tiles', 0))} | {m['holdout_top1']:.3f} | "
+                     f"{m.get('holdout_top1_random', float('nan')):.3f} | {m.get('holdout_mean_rank', float('nan')):.1f} | "
+                     f"{m.get('holdout_mean_rank_random', float('nan')):.1f} |")
+    lines += [""] + [f"![{p}]({p})" for p in pictures]
+    lines += ["", "Files here: `config.yaml` (the resolved config), `dense_manifest.json` (the sources, mpp, tissue "
+                  "area, the excluded validation images and the crop recipe), `log_tail.txt` (the last log lines).",
+              "", f"Resume (or start on a fresh work tree, from step 0): `{resume_command}`. "
+                  f"Refresh this record: `{record_command}`."]
+    if note:
+        lines += ["", note]
+    readme = out / "README.md"
+    atomic_write_text(readme, "\n".join(lines) + "\n")
+    return readme
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", default="runs/pretrain_dense_cpu")
+    ap.add_argument("--out", default="docs/pretrain_dense_cpu_run")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--note", default="", help="a paragraph appended to the README (speed, interruptions)")
+    args = ap.parse_args(argv)
+    print(write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note).read_text())

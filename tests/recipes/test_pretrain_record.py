@@ -1,0 +1,55 @@
+"""The docs record of a long pretraining run: snapshots, held-out checks from MLflow, log tail."""
+
+from __future__ import annotations
+
+import yaml
+from mlflow import MlflowClient
+
+from histoclr.io import save_tagged
+from histoclr.recipes.pretrain_record import holdout_table, log_tail, write_record
+from histoclr.ssl.model import build_encoder, save_backbone
+from histoclr.ssl.trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+CHECKS = {250: (0.062, 0.025, 60.1, 145.8), 1000: (0.182, 0.025, 37.5, 145.8)}
+
+
+def _run_dir(tmp_path, uri):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    client = MlflowClient(uri)  # not the global tracking URI: other tests keep theirs
+    run = client.create_run(client.create_experiment("pretrain-record"))
+    for step, (t1, t1r, rank, rankr) in CHECKS.items():
+        for name, value in {"holdout_top1": t1, "holdout_top1_random": t1r, "holdout_mean_rank": rank,
+                            "holdout_mean_rank_random": rankr, "holdout_tiles": 256}.items():
+            client.log_metric(run.info.run_id, name, value, step=step)
+    client.log_metric(run.info.run_id, "loss", 1.7, step=1000)  # not a held-out check: not a row
+    encoder = build_encoder("resnet18")
+    for step in CHECKS:
+        save_backbone(run_dir / "snapshots" / f"backbone_step{step:06d}.pt", encoder, "resnet18",
+                      metadata={"step": step, "run_id": run.info.run_id, "git_commit": "abcdef1234567"})
+    save_tagged(run_dir / "checkpoints" / "last.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {"step": 1755, "epoch": 0})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 2000}}))
+    (run_dir / "log.txt").write_text("start\npretrain: 1/2000 a\rpretrain: 2/2000 b\rpretrain: 3/2000 c\n")
+    return run_dir, run.info.run_id
+
+
+def test_record_lists_snapshots_checks_and_state(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir, run_id = _run_dir(tmp_path, uri)
+    assert list(holdout_table(run_id, uri)) == [250, 1000]
+
+    readme = write_record(run_dir, tmp_path / "doc", tracking_uri=uri, note="Speed: measured.")
+    text = readme.read_text()
+    assert "(in progress)" in text and "step **1755** of 2000" in text and run_id in text
+    assert "| 250 | 256 | 0.062 | 0.025 | 60.1 | 145.8 |" in text
+    assert "| 1000 | 256 | 0.182 | 0.025 | 37.5 | 145.8 |" in text
+    assert "backbone_step001000.pt` (commit abcdef1234)" in text and text.rstrip().endswith("Speed: measured.")
+    assert (tmp_path / "doc" / "holdout_vs_step.png").stat().st_size > 0
+    assert (tmp_path / "doc" / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
+
+
+def test_log_tail_resolves_carriage_returns(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("start\npretrain: 1/2000 a\rpretrain: 2/2000 b\rpretrain: 3/2000 c\n")
+    assert log_tail(log, lines=2) == "pretrain: 2/2000 b\npretrain: 3/2000 c\n"
+    assert log_tail(tmp_path / "missing.txt") == ""
