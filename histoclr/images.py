@@ -18,6 +18,7 @@ torch inside :func:`normalize_image`, so that tiling never loads it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 
@@ -147,10 +148,11 @@ def decode_image(path: str | Path) -> DecodedImage:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             return DecodedImage(as_rgb_uint8(page.asarray(), path), tiff_page_mpp(page), "tiff")
-    with Image.open(path) as im:  # the header only: format, mode, resolution
+    data = path.read_bytes()  # one read: Pillow parses the header, OpenCV decodes the same bytes
+    with Image.open(BytesIO(data)) as im:  # the header only: format, mode, resolution
         fmt = (im.format or "image").lower()
         mpp = dpi_mpp(im.info.get("dpi"))
-        rgb = _decode_rgb_opencv(path, im)
+        rgb = _decode_rgb_opencv(data, im)
         if rgb is not None:
             return DecodedImage(rgb, mpp, fmt)
         if im.mode not in _ARRAY_MODES:  # palette, LA, CMYK, 1-bit, ...
@@ -158,7 +160,7 @@ def decode_image(path: str | Path) -> DecodedImage:
         return DecodedImage(as_rgb_uint8(np.asarray(im), path), mpp, fmt)
 
 
-def _decode_rgb_opencv(path: Path, im: Image.Image) -> np.ndarray | None:
+def _decode_rgb_opencv(data: bytes, im: Image.Image) -> np.ndarray | None:
     """Pixels ``(H, W, 3)`` uint8 of an 8-bit RGB PNG or JPEG decoded by OpenCV, else None.
 
     OpenCV decodes these 1.3-1.5x faster than Pillow, to the same pixels (the pretraining data path
@@ -168,7 +170,7 @@ def _decode_rgb_opencv(path: Path, im: Image.Image) -> np.ndarray | None:
     """
     if im.mode != "RGB" or im.format not in ("PNG", "JPEG"):
         return None
-    buf = np.fromfile(path, np.uint8)
+    buf = np.frombuffer(data, np.uint8)
     if im.format == "JPEG" and buf[-2:].tobytes() != b"\xff\xd9":
         return None
     rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)

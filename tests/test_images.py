@@ -107,7 +107,7 @@ def test_decode_image_opencv_path_gives_pillows_pixels(tmp_path, fmt, suffix):
     path = tmp_path / f"tile{suffix}"
     Image.fromarray(rgb).save(path, format=fmt, dpi=(50800, 50800))  # 0.5 um/px
     with Image.open(path) as im:
-        assert _decode_rgb_opencv(path, im) is not None  # the fast path is the one taken
+        assert _decode_rgb_opencv(path.read_bytes(), im) is not None  # the fast path is the one taken
         reference = np.asarray(im.convert("RGB"))
     decoded = decode_image(path)
     assert decoded.rgb.dtype == np.uint8 and decoded.rgb.flags.c_contiguous
@@ -123,7 +123,7 @@ def test_decode_image_truncated_file_still_raises(tmp_path, fmt, suffix):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with Image.open(path) as im:
-        assert _decode_rgb_opencv(path, im) is None  # OpenCV declines; Pillow decodes and raises
+        assert _decode_rgb_opencv(path.read_bytes(), im) is None  # OpenCV declines; Pillow decodes and raises
     with pytest.raises(OSError):
         decode_image(path)
     with pytest.raises(InputFileError, match="tile"):
@@ -137,6 +137,6 @@ def test_decode_image_grey_and_rgba_go_through_pillow(tmp_path):
         path = tmp_path / name
         Image.fromarray(arr).save(path)
         with Image.open(path) as im:
-            assert _decode_rgb_opencv(path, im) is None
+            assert _decode_rgb_opencv(path.read_bytes(), im) is None
     np.testing.assert_array_equal(decode_image(tmp_path / "grey.png").rgb[..., 1], grey)
     np.testing.assert_array_equal(decode_image(tmp_path / "rgba.png").rgb, np.full((6, 8, 3), 10, np.uint8))
