@@ -405,6 +405,11 @@ def child_runs(parent_run_id: str, tracking_uri: str | None = None, max_results:
                                    order_by=["attributes.start_time DESC"], max_results=max_results))
 
 
+def run_params(run_id: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """A run's logged params (strings, as MLflow stores them)."""
+    return dict(_client(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.params)
+
+
 def metric_history(run_id: str, names, tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
     """``{name: [(step, value), ...]}`` of a run's logged metrics."""
     client = _client(resolve_tracking_uri(tracking_uri))

@@ -99,11 +99,13 @@ def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI") -> Pat
     return Path(path)
 
 
-def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.03) -> list[str]:
+def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.03,
+                   seeds_expected: int | None = None) -> list[str]:
     """The SSL issue's target on the paired AJI differences ``diffs`` (:func:`paired_differences`):
     at the ``scarce`` budgets (label fractions), full and layer1-2 fine-tuning from ``last_init``
     >= random + ``margin`` AJI with every seed positive; the frozen encoder (``all``) no worse than
-    random frozen. One line per checked cell, saying met or missed and by how much."""
+    random frozen. One line per checked cell, saying met or missed and by how much; a cell with
+    fewer paired seeds than ``seeds_expected`` (a sweep still running) is marked provisional."""
     lines = []
     d = diffs[diffs["init"] == last_init]
     for _, r in d.sort_values(["freeze", "label_fraction"]).iterrows():
@@ -119,7 +121,24 @@ def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.0
             lines.append(f"- {cell}: SimCLR − random {r['mean']:+.3f} AJI ({seeds}; target ≥ +{margin:.2f}, "
                          "every seed positive): " + ("met" if ok else (f"missed by {short:.3f}" if short > 0
                                                                         else "missed (not every seed positive)")))
+        else:
+            continue
+        if seeds_expected and int(r["n"]) < seeds_expected:
+            lines[-1] += f" (provisional: {int(r['n'])} of {seeds_expected} seeds finished)"
     return lines
+
+
+def expected_seeds(parent_run_id: str, tracking_uri: str | None = None) -> int | None:
+    """How many seeds the sweep's config asks for (its parent run's ``seeds`` param), else None."""
+    import ast
+
+    from histoclr.tracking import run_params
+
+    raw = run_params(parent_run_id, tracking_uri).get("seeds")
+    try:
+        return len(ast.literal_eval(raw)) if raw else None
+    except (ValueError, SyntaxError, TypeError):
+        return None
 
 
 def _short(init: str) -> str:
@@ -159,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     if snapshots:
         aji = paired_differences(runs, "val_aji")
         curve_lines = ["", f"Target (last snapshot, {_short(snapshots[-1])}, against random init, paired by seed):",
-                       *target_verdict(aji, snapshots[-1])]
+                       *target_verdict(aji, snapshots[-1],
+                                       seeds_expected=expected_seeds(rep.parent_run_id, args.tracking_uri))]
         shapes = curve_shape(curve)
         if shapes:
             curve_lines += ["", "Curve over snapshots (mean val AJI, last snapshot against the first, flat within "

@@ -67,3 +67,24 @@ def test_target_verdict_met_missed_and_frozen_probe():
     assert any("none, 20%" in x and x.endswith("missed (not every seed positive)") for x in lines)
     assert any("layer1-2, 10%" in x and x.endswith("missed by 0.020") for x in lines)
     assert any("frozen probe" in x and x.endswith("missed by 0.010") for x in lines)
+
+
+def test_target_verdict_marks_a_running_sweep_provisional(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.recipes.ablation_results import expected_seeds
+
+    last = "simclr:/r/backbone_step002000.pt"
+    runs = _sweep_rows({("random", "none", 0.1): [0.30], (last, "none", 0.1): [0.40],
+                        ("random", "none", 0.2): [0.30, 0.30, 0.30], (last, "none", 0.2): [0.40, 0.40, 0.40]})
+    lines = target_verdict(paired_differences(runs, "val_aji"), last, seeds_expected=3)
+    assert lines[0].endswith(": met (provisional: 1 of 3 seeds finished)")
+    assert lines[1].endswith(": met")  # all three seeds in: a verdict
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("sweep"))
+    client.log_param(run.info.run_id, "seeds", "[0, 1, 2]")
+    assert expected_seeds(run.info.run_id, uri) == 3
+    bare = client.create_run(run.info.experiment_id)
+    assert expected_seeds(bare.info.run_id, uri) is None
