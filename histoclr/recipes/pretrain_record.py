@@ -12,6 +12,7 @@ From the run directory and its MLflow run (named in the snapshots' metadata) it 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,17 @@ def log_tail(log: Path, lines: int = 12) -> str:
         return ""
     text = log.read_text(errors="replace").replace("\r", "\n")
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:]) + "\n"
+
+
+def log_facts(log: Path) -> tuple[list[int], float | None]:
+    """From a pretraining log: the steps it was resumed at (``--resume auto`` lines) and the median
+    seconds per step over all its progress lines (``None`` without any)."""
+    if not log.is_file():
+        return [], None
+    text = log.read_text(errors="replace").replace("\r", "\n")
+    resumes = [int(m) for m in re.findall(r"resume: .*starting at step (\d+)", text)]
+    rates = sorted(float(m) for m in re.findall(r"([\d.]+)s/step", text))
+    return [r for r in resumes if r > 0], (rates[len(rates) // 2] if rates else None)
 
 
 def plot_holdout(table: dict[int, dict[str, float]], path: Path) -> Path:
@@ -144,7 +156,13 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
         lines.append(f"| {s} | {int(m.get('holdout_tiles', 0))} | {m['holdout_top1']:.3f} | "
                      f"{m.get('holdout_top1_random', float('nan')):.3f} | {m.get('holdout_mean_rank', float('nan')):.1f} | "
                      f"{m.get('holdout_mean_rank_random', float('nan')):.1f} |")
+    resumes, s_per_step = log_facts(run_dir / "log.txt")
     lines += [""] + [f"![{p}]({p})" for p in pictures]
+    if s_per_step is not None:
+        lines += ["", f"From `log.txt`: median {s_per_step:.2f} s a step over its progress lines; "
+                      + (f"resumed from a checkpoint at steps {', '.join(map(str, resumes))} (the crop sequence "
+                         "depends only on (seed, sample index), so a resumed run sees the same crops)."
+                         if resumes else "never resumed.")]
     lines += ["", "Files here: `config.yaml` (the resolved config), `dense_manifest.json` (the sources, mpp, tissue "
                   "area, the excluded validation images and the crop recipe), `log_tail.txt` (the last log lines).",
               "", f"Resume (or start on a fresh work tree, from step 0): `{resume_command}`. "

@@ -29,7 +29,9 @@ def _run_dir(tmp_path, uri):
                       metadata={"step": step, "run_id": run.info.run_id, "git_commit": "abcdef1234567"})
     save_tagged(run_dir / "checkpoints" / "last.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {"step": 1755, "epoch": 0})
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 2000}}))
-    (run_dir / "log.txt").write_text("start\npretrain: 1/2000 a\rpretrain: 2/2000 b\rpretrain: 3/2000 c\n")
+    (run_dir / "log.txt").write_text("resume: x, starting at step 0 of 2000\npretrain: 1/2000 [1.50s/step]\r"
+                                     "pretrain: 2/2000 [2.50s/step]\nresume: x, starting at step 1735 of 2000\n"
+                                     "pretrain: 1740/2000 [9.00s/step]\n")
     return run_dir, run.info.run_id
 
 
@@ -44,6 +46,7 @@ def test_record_lists_snapshots_checks_and_state(tmp_path):
     assert "| 250 | 256 | 0.062 | 0.025 | 60.1 | 145.8 |" in text
     assert "| 1000 | 256 | 0.182 | 0.025 | 37.5 | 145.8 |" in text
     assert "backbone_step001000.pt` (commit abcdef1234)" in text and text.rstrip().endswith("Speed: measured.")
+    assert "median 2.50 s a step" in text and "resumed from a checkpoint at steps 1735 (" in text
     assert (tmp_path / "doc" / "holdout_vs_step.png").stat().st_size > 0
     assert (tmp_path / "doc" / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The SSL curve sweep (configs/ablation/ssl_curve_cpu.yaml: 54 fine-tuning cells, random init and
+# the pretraining snapshots of steps 250 and 2000, 1 / 2 / 10 labelled images, 3 seeds), in the
+# background, logged to runs/ssl_curve/log.txt (appended). The cells run seed by seed, so every
+# finished seed is a complete paired comparison. Re-running this script resumes: finished cells
+# (MLflow child runs) are skipped, a cell cut off half-way starts again; it does nothing while
+# the sweep is alive. Run it alone on a 2-core machine (a concurrent test run slows it several times).
+#   bash pipelines/ssl_curve.sh                        # start or resume
+#   grep -E "^\[|cell" runs/ssl_curve/log.txt | tail   # cells done so far
+#   kill "$(cat runs/ssl_curve/pid)"                   # stop (re-run the script to resume)
+# Then: python pipelines/ablation_results.py --experiment histoclr-ssl-curve --section "SSL curve (CPU)" \
+#         --img ssl_curve --command "histoclr ablate configs/ablation/ssl_curve_cpu.yaml"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=runs/ssl_curve
+mkdir -p "$out"
+if [[ -f $out/pid ]] && kill -0 "$(cat "$out/pid")" 2>/dev/null; then
+    echo "already running: pid $(cat "$out/pid") (log: $out/log.txt)"
+    exit 0
+fi
+for step in 000250 002000; do
+    snap=runs/pretrain_dense_cpu/snapshots/backbone_step$step.pt
+    [[ -f $snap ]] || { echo "error: $snap is missing: run (or finish) bash pipelines/pretrain_long.sh first"; exit 1; }
+done
+TQDM_MININTERVAL=30 nohup .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml \
+    >> "$out/log.txt" 2>&1 &
+echo $! > "$out/pid"
+echo "started: pid $! (log: $out/log.txt)"
