@@ -33,33 +33,9 @@ import torch
 
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.io import atomic_path, atomic_write_bytes
+from histoclr.progress import TimedLoader
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class TimedLoader:
-    """Wraps a DataLoader; records each batch's wait and the time it was handed over."""
-
-    def __init__(self, loader):
-        self.loader = loader
-        self.waits: list[float] = []
-        self.stamps: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        it = iter(self.loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            t1 = time.perf_counter()
-            self.waits.append(t1 - t0)
-            self.stamps.append(t1)
-            yield batch
 
 
 def _doc_picture(src: Path, images_dir: Path, max_side: int = 1000, max_png_bytes: int = 200_000) -> Path:

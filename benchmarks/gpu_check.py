@@ -53,6 +53,8 @@ from unittest import mock
 
 import torch
 
+from histoclr.progress import TimedLoader
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "GPU check (one GPU)"
 PRETRAIN_CONFIG = REPO / "configs" / "pretrain" / "gpu_resnet50.yaml"
@@ -132,31 +134,6 @@ def peak_memory(device: str, into: dict):
     finally:
         into["peak_gpu_mem_gib"] = (round(torch.cuda.max_memory_allocated() / 2**30, 2)
                                     if device == "cuda" else None)
-
-
-class Stamped:
-    """Wraps an iterable of batches; records when each batch was handed over and the wait for it."""
-
-    def __init__(self, loader):
-        self.loader = loader
-        self.waits: list[float] = []
-        self.stamps: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        it = iter(self.loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            t1 = time.perf_counter()
-            self.waits.append(t1 - t0)
-            self.stamps.append(t1)
-            yield batch
 
 
 class PremadeLoader:
@@ -253,12 +230,12 @@ def pretrain_config(sz: Sizes, out: Path, manifest: Path | None, *, compile: boo
 
 
 def _trainer(cfg, dataset, premade: PremadeLoader | None = None):
-    """A ``SimCLRTrainer`` whose loader (its own, or ``premade``) is wrapped in :class:`Stamped`."""
+    """A ``SimCLRTrainer`` whose loader (its own, or ``premade``) is wrapped in :class:`histoclr.progress.TimedLoader`."""
     from histoclr.ssl.trainer import SimCLRTrainer
 
     class Trainer(SimCLRTrainer):
         def _build_loader(self, sampler, device):
-            self.stamped = Stamped(premade if premade is not None else super()._build_loader(sampler, device))
+            self.stamped = TimedLoader(premade if premade is not None else super()._build_loader(sampler, device))
             return self.stamped
 
     return Trainer(cfg, dataset)
@@ -321,7 +298,7 @@ def simclr_data_only(sz: Sizes, work: Path, manifest: Path) -> dict:
     dataset, _ = tile_dataset(manifest, cfg, b * (steps + 1))
     trainer = SimCLRTrainer(cfg, dataset)
     device = torch.device(sz.device)
-    loader = Stamped(trainer._build_loader(EpochSampler(dataset, 1, 0, cfg.train.seed, b), device))
+    loader = TimedLoader(trainer._build_loader(EpochSampler(dataset, 1, 0, cfg.train.seed, b), device))
     t0 = time.perf_counter()
     for k, batch in enumerate(loader):
         batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)

@@ -86,3 +86,30 @@ def progress_bar(iterable=None, **kwargs) -> tqdm:
                   miniters=1, dynamic_ncols=False, ascii=True)
     kwargs.setdefault("ncols", 100)
     return _LogBar(iterable, **kwargs)
+
+
+class TimedLoader:
+    """Wraps an iterable of batches (a DataLoader); records, per batch, the wait for it (``waits``,
+    seconds) and when it was handed over (``stamps``, ``time.perf_counter``), for throughput and
+    data-wait shares in the benchmarks."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.waits: list[float] = []
+        self.stamps: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            t1 = time.perf_counter()
+            self.waits.append(t1 - t0)
+            self.stamps.append(t1)
+            yield batch

@@ -142,14 +142,14 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
     finished = step is not None and max_steps is not None and step >= max_steps
     state = ("finished" if finished else "in progress")
     lines = [f"# The long dense pretraining run ({state})", "",
-             f"Run directory `{run_dir}` (weights not in git), MLflow run `{run_id or 'unknown'}`. "
-             f"Last checkpoint: step **{step if step is not None else 'none'}**"
-             + (f" of {max_steps}" if max_steps else "") + ".", "",
-             "Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
-             "step, the run, the git commit and the dense manifest):", ""]
+             (f"Run directory `{run_dir}` (weights not in git), MLflow run `{run_id or 'unknown'}`. "
+              f"Last checkpoint: step **{step if step is not None else 'none'}**"
+              + (f" of {max_steps}" if max_steps else "") + "."), "",
+             ("Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
+              "step, the run, the git commit and the dense manifest):"), ""]
     lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]})" for s in snaps] or ["- none yet"]
-    lines += ["", "Label-free checks on the held-out crops at each snapshot (is a crop's own second view its "
-                  "nearest neighbour among all the held-out crops' views?), from the run's MLflow metrics:", "",
+    lines += ["", ("Label-free checks on the held-out crops at each snapshot (is a crop's own second view its "
+                   "nearest neighbour among all the held-out crops' views?), from the run's MLflow metrics:"), "",
               "| step | crops | top-1 | top-1, random init | mean rank | mean rank, random init |",
               "|---:|---:|---:|---:|---:|---:|"]
     for s, m in table.items():
@@ -163,10 +163,11 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
                       + (f"resumed from a checkpoint at steps {', '.join(map(str, resumes))} (the crop sequence "
                          "depends only on (seed, sample index), so a resumed run sees the same crops)."
                          if resumes else "never resumed.")]
-    lines += ["", "Files here: `config.yaml` (the resolved config), `dense_manifest.json` (the sources, mpp, tissue "
-                  "area, the excluded validation images and the crop recipe), `log_tail.txt` (the last log lines).",
-              "", f"Resume (or start on a fresh work tree, from step 0): `{resume_command}`. "
-                  f"Refresh this record: `{record_command}`."]
+    lines += ["", ("Files here: `config.yaml` (the resolved config), `dense_manifest.json` (the sources, mpp, "
+                   "tissue area, the excluded validation images and the crop recipe), `log_tail.txt` (the last "
+                   "log lines)."),
+              "", (f"Resume (or start on a fresh work tree, from step 0): `{resume_command}`. "
+                   f"Refresh this record: `{record_command}`.")]
     if note:
         lines += ["", note]
     readme = out / "README.md"
