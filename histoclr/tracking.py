@@ -410,6 +410,12 @@ def run_params(run_id: str, tracking_uri: str | None = None) -> dict[str, str]:
     return dict(_client(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.params)
 
 
+def run_info(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[str, str]]:
+    """A run's status (``RUNNING``, ``FINISHED``, ...) and tags."""
+    run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
+    return run.info.status, dict(run.data.tags)
+
+
 def metric_history(run_id: str, names, tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
     """``{name: [(step, value), ...]}`` of a run's logged metrics."""
     client = _client(resolve_tracking_uri(tracking_uri))

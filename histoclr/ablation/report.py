@@ -70,7 +70,24 @@ def summarize(runs):
     out = g[METRICS].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out.insert(0, "n_seeds", g.size())
+    out.insert(1, "num_labeled", g["num_labeled"].agg(_one_count))
     return out.reset_index()
+
+
+def _one_count(values) -> str:
+    """The cell's number of labelled images when every seed had the same ("2"), else ""."""
+    counts = {str(v) for v in values if str(v) not in ("", "none", "None", "nan")}
+    return counts.pop() if len(counts) == 1 else ""
+
+
+def budget_ticks(summary) -> tuple[list[float], list[str]]:
+    """x positions (label fraction in %) and their labels: "2 img (20%)" when the images are known."""
+    pos, names = [], []
+    for lf, d in summary.groupby("label_fraction", sort=True):
+        n = next((c for c in d.get("num_labeled", []) if c), "")
+        pos.append(float(lf) * 100)
+        names.append(f"{n} img\n({lf:.0%})" if n else f"{lf:.0%}")
+    return pos, names
 
 
 def to_markdown(summary, baseline: dict[str, float]) -> str:
@@ -84,7 +101,9 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
         return fmt.format(mean) + ("" if std != std else " ± " + fmt.format(std))
 
     for _, r in summary.iterrows():
-        lines.append(f"| {display_init(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n_seeds'])} | "
+        budget = f"{r['num_labeled']} img ({r['label_fraction']:.0%})" if r.get("num_labeled") else \
+            f"{r['label_fraction']:.0%}"
+        lines.append(f"| {display_init(r['init'])} | {r['freeze']} | {budget} | {int(r['n_seeds'])} | "
                      f"{pm(r, 'val_aji')} | {pm(r, 'val_pq')} | {pm(r, 'best_val_dice')} | {pm(r, 'val_f1')} | "
                      f"{pm(r, 'train_time_s', '{:.0f}')} |")
     nan = float("nan")
@@ -96,7 +115,8 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
 
 
 def _short_init(init: str) -> str:
-    return "simclr" if init.startswith("simclr:") else init
+    """A legend name: ``simclr:backbone_step002000`` (the file's stem, so snapshots differ), else the init."""
+    return f"simclr:{Path(init.split(':', 1)[1]).stem}" if init.startswith("simclr:") else init
 
 
 def _baseline_lines(ax, baseline: dict[str, float], metric: str) -> None:
@@ -122,7 +142,8 @@ def plot_budget_curves(summary, baseline: dict[str, float], path: Path, metric: 
         ax.errorbar(df["label_fraction"] * 100 + shift, df[f"{metric}_mean"], yerr=df[f"{metric}_std"].fillna(0),
                     marker="o", capsize=3, label=f"{_short_init(init)} / freeze {freeze}")
     _baseline_lines(ax, baseline, metric)
-    ax.set_xlabel("labelled training images (%)")
+    ax.set_xticks(*budget_ticks(summary))
+    ax.set_xlabel("labelled training images (share of the label pool)")
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title("Nucleus segmentation vs label budget (mean ± std over seeds)")
     ax.grid(alpha=0.3)
@@ -154,7 +175,7 @@ def plot_bars(summary, baseline: dict[str, float], path: Path, metric: str = "be
         ax.bar(x + (k - (len(arms) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds), capsize=2,
                label=f"{_short_init(init)} / {freeze}")
     _baseline_lines(ax, baseline, metric)
-    ax.set_xticks(x, [f"{b:.0%}" for b in budgets])
+    ax.set_xticks(x, budget_ticks(summary)[1])
     ax.set_xlabel("label budget")
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_ylim(0, 1)

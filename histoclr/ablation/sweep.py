@@ -202,6 +202,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
     echo(f"{'resuming' if resumed else 'started'} sweep {cfg.sweep_name!r}: parent run {parent_id}, "
          f"{len(planned)} cells, tracking {uri}")
     result = SweepResult(parent_id, parent.get().info.experiment_id)
+    parent.set_tags({"cells_total": len(planned)})  # known from the start: a report of a running sweep says "n of N"
     try:
         _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from histoclr.ablation.report import build_report
 from histoclr.docs_sections import RESULTS, write_section
+from histoclr.tracking import run_params
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
@@ -38,6 +39,79 @@ def paired_differences(runs, metric: str = "val_aji"):
             out.append({"init": init, "freeze": freeze, "label_fraction": lf, "mean": d.mean(), "min": d.min(),
                         "max": d.max(), "positive": int((d > 0).sum()), "n": int(d.size)})
     return pd.DataFrame(out)
+
+
+def paired_by_seed(runs, metric: str = "val_aji"):
+    """One row per (SimCLR init, freeze, label_fraction, seed): ``diff`` = that init minus random init
+    on ``metric`` (same freeze, budget and seed); seeds without both arms are left out."""
+    import pandas as pd
+
+    wide = runs.pivot_table(index=["freeze", "label_fraction", "seed"], columns="init", values=metric)
+    if "random" not in wide.columns:
+        return pd.DataFrame(columns=["init", "freeze", "label_fraction", "seed", "diff"])
+    parts = [(wide[c] - wide["random"]).dropna().rename("diff").reset_index().assign(init=c)
+             for c in wide.columns if str(c).startswith("simclr:")]
+    if not parts:
+        return pd.DataFrame(columns=["init", "freeze", "label_fraction", "seed", "diff"])
+    return pd.concat(parts, ignore_index=True)[["init", "freeze", "label_fraction", "seed", "diff"]]
+
+
+def by_seed_table(by_seed, metric_name: str = "AJI") -> list[str]:
+    """Markdown rows: one per (init, freeze, budget), one column per seed (the paired difference)."""
+    seeds = sorted({str(s) for s in by_seed["seed"]}, key=lambda x: (len(x), x))
+    lines = ["| SimCLR init | freeze | labels | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|---|" + "---:|" * len(seeds)]
+    for (init, freeze, lf), d in by_seed.groupby(["init", "freeze", "label_fraction"], sort=True):
+        v = dict(zip(d["seed"].astype(str), d["diff"]))
+        lines.append(f"| {_short(init)} | {freeze} | {lf:.0%} | "
+                     + " | ".join(f"{v[s]:+.3f}" if s in v else "–" for s in seeds) + " |")
+    return [f"SimCLR − random, val {metric_name}, by seed:", "", *lines]
+
+
+def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label: str = "val AJI") -> Path:
+    """Each seed's paired difference (a dot) per freeze x budget cell, one colour per snapshot; the
+    zero line and the ``margin`` target dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histoclr.io import atomic_path
+
+    cells = sorted({(f, lf) for f, lf in zip(by_seed["freeze"], by_seed["label_fraction"])},
+                   key=lambda c: (c[0], c[1]))
+    inits = sorted(set(by_seed["init"]), key=lambda i: (pretraining_step(i) or 0, i))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cells)), 4.2))
+    width = 0.7 / max(len(inits), 1)
+    for k, init in enumerate(inits):
+        d = by_seed[by_seed["init"] == init]
+        x = [cells.index((f, lf)) + (k - (len(inits) - 1) / 2) * width for f, lf in zip(d["freeze"], d["label_fraction"])]
+        ax.scatter(x, d["diff"], s=28, label=_short(init), zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(margin, color="grey", ls="--", lw=0.8, label=f"target +{margin:.2f}")
+    ax.set_xticks(range(len(cells)), [f"{f}\n{lf:.0%}" for f, lf in cells])
+    ax.set_xlabel("freeze, share of the label pool")
+    ax.set_ylabel(f"SimCLR − random, {metric_label}")
+    ax.set_title("Paired differences by seed (same labels, crops and decoder start)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = None) -> str:
+    """"12 of 54 cells finished; the sweep is still running (provisional)", or "54 of 54 cells"."""
+    from histoclr.tracking import run_info
+
+    status, tags = run_info(parent_run_id, tracking_uri)
+    total = tags.get("cells_total")
+    text = f"{finished} of {total} cells finished" if total else f"{finished} cells finished"
+    if status == "RUNNING" or (total and finished < int(total)):
+        text += "; the sweep is still running or was stopped part-way, so every number here is provisional"
+    return text
 
 
 def pretraining_step(init: str) -> int | None:
@@ -132,8 +206,6 @@ def expected_seeds(parent_run_id: str, tracking_uri: str | None = None) -> int |
     """How many seeds the sweep's config asks for (its parent run's ``seeds`` param), else None."""
     import ast
 
-    from histoclr.tracking import run_params
-
     raw = run_params(parent_run_id, tracking_uri).get("seeds")
     try:
         return len(ast.literal_eval(raw)) if raw else None
@@ -200,19 +272,27 @@ def main(argv: list[str] | None = None) -> None:
     if snapshots:
         plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png")
         pics.append(f"![aji_vs_pretraining_step](img/{args.img}/aji_vs_pretraining_step.png)")
+    by_seed = paired_by_seed(runs, "val_aji")
+    if len(by_seed):
+        plot_paired_by_seed(by_seed, img / "aji_paired_by_seed.png")
+        pics.append(f"![aji_paired_by_seed](img/{args.img}/aji_paired_by_seed.png)")
     n_cells = len(runs)
     total_min = runs["train_time_s"].sum() / 60
+    params = run_params(rep.parent_run_id, args.tracking_uri)
+    imagenet = ("; the `imagenet` arm is recorded as skipped (no weights offline)"
+                if "imagenet" in params.get("inits", "") else "")
     body = [
-        (f"Sweep `{args.experiment}`, parent run `{rep.parent_run_id}`: {n_cells} finished fine-tuning runs "
-         f"({total_min:.0f} min of training and validation in all), each one MLflow child run; the `imagenet` "
-         "arm is recorded as skipped (no weights offline). Validation: the fixed 3 images; label pool: the "
+        (f"Sweep `{args.experiment}`, parent run `{rep.parent_run_id}`: "
+         f"{sweep_state(rep.parent_run_id, n_cells, args.tracking_uri)}. {n_cells} finished fine-tuning runs "
+         f"({total_min:.0f} min of training and validation in all), each one MLflow child run{imagenet}. "
+         "Validation: the fixed 3 images; label pool: the "
          "other 10 (the subsets are nested and drawn per seed). Each cell's best epoch is chosen by "
          "validation AJI on these same validation images (the same, slightly optimistic, rule for every "
          "arm) and its post-processing on its own training images; `best_val_dice` is that epoch's Dice. "
          "Mean ± std over seeds:"), "",
         table.rstrip(), "",
         "Paired by seed (same label subset, crops and decoder initialisation; only the encoder's start differs):",
-        *lines, "",
+        *lines, "", *(by_seed_table(by_seed) if len(by_seed) else []), "",
         f"SimCLR is ahead of random init on mean val AJI in {wins} of {cells} init x freeze x budget cells.",
         *curve_lines,
     ]

@@ -88,3 +88,33 @@ def test_target_verdict_marks_a_running_sweep_provisional(tmp_path):
     assert expected_seeds(run.info.run_id, uri) == 3
     bare = client.create_run(run.info.experiment_id)
     assert expected_seeds(bare.info.run_id, uri) is None
+
+
+def test_paired_by_seed_table_and_plot(tmp_path):
+    from histoclr.recipes.ablation_results import by_seed_table, paired_by_seed, plot_paired_by_seed
+
+    early, last = "simclr:/r/backbone_step000250.pt", "simclr:/r/backbone_step002000.pt"
+    runs = _sweep_rows({("random", "none", 0.1): [0.30, 0.40, 0.50], (last, "none", 0.1): [0.35, 0.38],
+                        (early, "none", 0.1): [0.31, 0.41, 0.52], ("random", "all", 1.0): [0.2]})
+    d = paired_by_seed(runs, "val_aji")
+    assert len(d) == 5  # 3 seeds for step 250, 2 for step 2000 (its seed 2 has not run); the unpaired arm is out
+    got = {(r.init, r.seed): round(r.diff, 3) for r in d.itertuples()}
+    assert got[(last, "1")] == -0.02 and got[(early, "2")] == 0.02
+    text = "\n".join(by_seed_table(d))
+    assert "| backbone_step002000 | none | 10% | +0.050 | -0.020 | – |" in text
+    assert plot_paired_by_seed(d, tmp_path / "by_seed.png").stat().st_size > 0
+    assert paired_by_seed(runs[runs["init"] != "random"], "val_aji").empty
+
+
+def test_sweep_state_says_provisional_until_every_cell_finished(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.recipes.ablation_results import sweep_state
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("sweep"), tags={"cells_total": "54"})
+    assert sweep_state(run.info.run_id, 12, uri).startswith("12 of 54 cells finished; the sweep is still running")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert sweep_state(run.info.run_id, 54, uri) == "54 of 54 cells finished"
+    assert "provisional" in sweep_state(run.info.run_id, 50, uri)  # finished with failed cells
