@@ -12,17 +12,9 @@
 #         --img ssl_curve --command "histoclr ablate configs/ablation/ssl_curve_cpu.yaml"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=runs/ssl_curve
-mkdir -p "$out"
-if [[ -f $out/pid ]] && kill -0 "$(cat "$out/pid")" 2>/dev/null; then
-    echo "already running: pid $(cat "$out/pid") (log: $out/log.txt)"
-    exit 0
-fi
 for step in 000250 002000; do
     snap=runs/pretrain_dense_cpu/snapshots/backbone_step$step.pt
     [[ -f $snap ]] || { echo "error: $snap is missing: run (or finish) bash pipelines/pretrain_long.sh first"; exit 1; }
 done
-TQDM_MININTERVAL=30 nohup .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml \
-    >> "$out/log.txt" 2>&1 &
-echo $! > "$out/pid"
-echo "started: pid $! (log: $out/log.txt)"
+source pipelines/background.sh
+TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml
