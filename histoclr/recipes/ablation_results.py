@@ -29,15 +29,10 @@ def paired_differences(runs, metric: str = "val_aji"):
     over seeds of that init minus random init on ``metric`` (same freeze, budget and seed)."""
     import pandas as pd
 
-    wide = runs.pivot_table(index=["freeze", "label_fraction", "seed"], columns="init", values=metric)
-    if "random" not in wide.columns:
-        return pd.DataFrame()
-    out = []
-    for init in [c for c in wide.columns if str(c).startswith("simclr:")]:
-        diff = (wide[init] - wide["random"]).dropna().rename("diff").reset_index()
-        for (freeze, lf), d in diff.groupby(["freeze", "label_fraction"])["diff"]:
-            out.append({"init": init, "freeze": freeze, "label_fraction": lf, "mean": d.mean(), "min": d.min(),
-                        "max": d.max(), "positive": int((d > 0).sum()), "n": int(d.size)})
+    by_seed = paired_by_seed(runs, metric)
+    out = [{"init": init, "freeze": freeze, "label_fraction": lf, "mean": d.mean(), "min": d.min(),
+            "max": d.max(), "positive": int((d > 0).sum()), "n": int(d.size)}
+           for (init, freeze, lf), d in by_seed.groupby(["init", "freeze", "label_fraction"], sort=False)["diff"]]
     return pd.DataFrame(out)
 
 
@@ -103,7 +98,8 @@ def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label:
 
 
 def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = None) -> str:
-    """"12 of 54 cells finished; the sweep is still running (provisional)", or "54 of 54 cells"."""
+    """How far the sweep is: ``12 of 54 cells finished; ... provisional`` while it runs (or when it
+    stopped short), ``54 of 54 cells finished`` once done."""
     from histoclr.tracking import run_info
 
     status, tags = run_info(parent_run_id, tracking_uri)
