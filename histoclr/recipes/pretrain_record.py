@@ -12,13 +12,16 @@ From the run directory and its MLflow run (named in the snapshots' metadata) it 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from histoclr.io import atomic_write_text
 
+SECTION = "Long dense SimCLR pretraining (CPU)"
 HOLDOUT_METRICS = ("holdout_top1", "holdout_top1_random", "holdout_mean_rank", "holdout_mean_rank_random",
                    "holdout_tiles")
 
@@ -59,6 +62,44 @@ def holdout_table(run_id: str, tracking_uri: str | None) -> dict[int, dict[str, 
         for step, value in points:
             table.setdefault(int(step), {})[name] = float(value)
     return {s: m for s, m in sorted(table.items()) if "holdout_top1" in m}
+
+
+def run_summary(run_dir: Path) -> str:
+    """One sentence on what the run trained: model, steps, batch, views and the dense crops it saw."""
+    import yaml
+
+    cfg_path, man_path = run_dir / "config.yaml", run_dir / "dense_manifest.json"
+    if not cfg_path.is_file():
+        return ""
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    model, train = cfg.get("model", {}), cfg.get("train", {})
+    text = (f"SimCLR {model.get('arch', '?')}, {train.get('max_steps', '?')} steps of batch "
+            f"{train.get('batch_size', '?')}, {cfg.get('views', {}).get('image_size', '?')} px views")
+    if man_path.is_file():
+        import json
+
+        man = json.loads(man_path.read_text())
+        r = man.get("recipe", {})
+        roles = [src.get("role") for src in man.get("sources", [])]
+        text += (f", of fresh {r.get('crop_size')} px tissue crops at {r.get('mpp')} µm/px (tissue share >= "
+                 f"{r.get('min_tissue')}) from {roles.count('train')} images and slides ({man.get('train_tissue_mm2')} mm² "
+                 f"of tissue), {roles.count('holdout')} held out for the label-free checks; "
+                 f"{len(man.get('excluded', []))} validation images of the segmentation split excluded")
+    return text + "."
+
+
+def checks_table(table: dict[int, dict[str, float]]) -> list[str]:
+    """The held-out checks per snapshot step as Markdown lines (an intro sentence, then the table)."""
+    nan = float("nan")
+    lines = [("Label-free checks on the held-out crops at each snapshot (is a crop's own second view its "
+              "nearest neighbour among all the held-out crops' views?), from the run's MLflow metrics:"), "",
+             "| step | crops | top-1 | top-1, random init | mean rank | mean rank, random init |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for step, m in table.items():
+        lines.append(f"| {step} | {int(m.get('holdout_tiles', 0))} | {m['holdout_top1']:.3f} | "
+                     f"{m.get('holdout_top1_random', nan):.3f} | {m.get('holdout_mean_rank', nan):.1f} | "
+                     f"{m.get('holdout_mean_rank_random', nan):.1f} |")
+    return lines
 
 
 def log_tail(log: Path, lines: int = 12) -> str:
@@ -148,14 +189,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
              ("Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
               "step, the run, the git commit and the dense manifest):"), ""]
     lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]})" for s in snaps] or ["- none yet"]
-    lines += ["", ("Label-free checks on the held-out crops at each snapshot (is a crop's own second view its "
-                   "nearest neighbour among all the held-out crops' views?), from the run's MLflow metrics:"), "",
-              "| step | crops | top-1 | top-1, random init | mean rank | mean rank, random init |",
-              "|---:|---:|---:|---:|---:|---:|"]
-    for s, m in table.items():
-        lines.append(f"| {s} | {int(m.get('holdout_tiles', 0))} | {m['holdout_top1']:.3f} | "
-                     f"{m.get('holdout_top1_random', float('nan')):.3f} | {m.get('holdout_mean_rank', float('nan')):.1f} | "
-                     f"{m.get('holdout_mean_rank_random', float('nan')):.1f} |")
+    lines += ["", *checks_table(table)]
     resumes, s_per_step = log_facts(run_dir / "log.txt")
     lines += [""] + [f"![{p}]({p})" for p in pictures]
     if s_per_step is not None:
@@ -181,5 +215,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="docs/pretrain_dense_cpu_run")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--note", default="", help="a paragraph appended to the README (speed, interruptions)")
+    ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write ('' for none)")
     args = ap.parse_args(argv)
-    print(write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note).read_text())
+    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note)
+    print(readme.read_text())
+    if args.section:
+        from histoclr.docs_sections import RESULTS, write_section
+
+        snaps = snapshots(Path(args.run_dir))
+        run_id = next((s.run_id for s in reversed(snaps) if s.run_id), "")
+        table = holdout_table(run_id, args.tracking_uri) if run_id else {}
+        rel = os.path.relpath(Path(args.out).resolve(), RESULTS.parent)
+        body = [run_summary(Path(args.run_dir)), "", (f"`{args.run_dir}`, MLflow run `{run_id}`; last checkpoint step {checkpoint_step(Path(args.run_dir))}. "
+                f"The whole record (config, dense manifest, log tail, embedding maps, how to resume): "
+                f"[{rel}/]({rel}/README.md)."), "", *checks_table(table), "",
+                f"![held-out checks against the step]({rel}/holdout_vs_step.png)"]
+        command = " ".join(["python pipelines/pretrain_record.py", *(argv if argv is not None else sys.argv[1:])])
+        write_section(args.section, "\n".join(body), command, doc=RESULTS)
+        print(f"wrote {RESULTS}, section {args.section!r}")

@@ -56,3 +56,20 @@ def test_log_tail_resolves_carriage_returns(tmp_path):
     log.write_text("start\npretrain: 1/2000 a\rpretrain: 2/2000 b\rpretrain: 3/2000 c\n")
     assert log_tail(log, lines=2) == "pretrain: 2/2000 b\npretrain: 3/2000 c\n"
     assert log_tail(tmp_path / "missing.txt") == ""
+
+
+def test_run_summary_names_model_views_and_data(tmp_path):
+    import json
+
+    from histoclr.recipes.pretrain_record import run_summary
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"model": {"arch": "resnet18"}, "train": {"max_steps": 2000, "batch_size": 64}, "views": {"image_size": 96}}))
+    assert run_summary(tmp_path) == "SimCLR resnet18, 2000 steps of batch 64, 96 px views."
+    (tmp_path / "dense_manifest.json").write_text(json.dumps(
+        {"recipe": {"crop_size": 120, "mpp": 0.25, "min_tissue": 0.5}, "train_tissue_mm2": 2.05,
+         "sources": [{"role": "train"}] * 25 + [{"role": "holdout"}] * 3, "excluded": [{}] * 3}))
+    text = run_summary(tmp_path)
+    assert "120 px tissue crops at 0.25 µm/px" in text and "from 25 images and slides (2.05 mm²" in text
+    assert "3 held out" in text and "3 validation images of the segmentation split excluded" in text
+    assert run_summary(tmp_path / "missing") == ""
