@@ -159,13 +159,15 @@ def test_a_sweep_as_a_person_sees_it_in_the_mlflow_ui(browser_tools, ui_sweep, t
             page.goto(f"{url}/#/compare-runs?runs={json.dumps(list(cells.values()))}"
                       f"&experiments={json.dumps([exp_id])}&workflowType=machine_learning")
             page.get_by_text("Comparing 2 Runs").wait_for()
-            row = page.locator("tr").filter(has=page.locator("th, td").filter(has_text="freeze")).last
-            assert "none" in row.inner_text() and "layer1-2" in row.inner_text()
+            # the param rows by their exact key (the run names contain "init=" and "freeze=" too)
+            freeze_rows = page.locator("tr").filter(has=page.get_by_text("freeze", exact=True))
             init_rows = page.locator("tr").filter(has=page.get_by_text("init", exact=True))
-            assert init_rows.count() == 1
+            assert freeze_rows.count() == 1 and init_rows.count() == 1
+            assert "none" in freeze_rows.first.inner_text() and "layer1-2" in freeze_rows.first.inner_text()
             page.get_by_text("Show diff only").first.click()      # the Parameters table's switch
-            init_rows.first.wait_for(state="hidden")
-            assert row.is_visible()
+            init_rows.first.wait_for(state="hidden")              # the same in both runs: hidden
+            assert freeze_rows.count() == 1 and freeze_rows.first.is_visible()   # they differ: kept
+            assert "layer1-2" in freeze_rows.first.inner_text()
             page.screenshot(path=str(shots / "mlflow_ui_compare.png"), full_page=True)
 
             # 4. the parent's report artifacts open

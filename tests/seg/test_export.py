@@ -78,3 +78,4 @@ def test_ids_survive_the_rgb_encoding():
     ids = np.array([[0, 1, 255], [256, 65535, 70000], [2**24 - 1, 123456, 7]])
     rgb = encode_ids(ids)
     assert rgb.dtype == np.uint8 and rgb.shape == (3, 3, 3) and np.array_equal(decode_ids(rgb), ids)
+    assert tuple(encode_ids(np.array([[0x010203]]))[0, 0]) == (1, 2, 3)   # the documented R*65536 + G*256 + B

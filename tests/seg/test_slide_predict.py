@@ -30,7 +30,7 @@ from histoclr.seg.annotations import rasterize_instances, read_geojson
 from histoclr.seg.export import decode_ids
 from histoclr.seg.model import SegCheckpoint
 from histoclr.seg.postprocess import default_params
-from histoclr.seg.slide_predict import geometry_of, predict_input, tile_cores
+from histoclr.seg.slide_predict import predict_input, tile_cores
 
 PINK, NUCLEUS = (235, 170, 200), (60, 30, 90)
 
@@ -117,13 +117,15 @@ def multilevel(tmp_path):
     return write_slide(tmp_path / "ml.tif", draw_slide(768, 600, discs), mpp=0.25, levels=3), discs
 
 
-def _match_iou(pred: np.ndarray, truth: np.ndarray) -> list[float]:
-    """For each truth instance, the IoU with the prediction instance overlapping it most."""
+def _match_iou(pred: np.ndarray, truth: np.ndarray, same_ids: bool = False) -> list[float]:
+    """For each truth instance, the IoU with the prediction instance overlapping it most
+    (``same_ids``: that instance must carry the truth's id)."""
     out = []
     for t in np.unique(truth[truth > 0]):
         m = truth == t
         ids, counts = np.unique(pred[m], return_counts=True)
         best = ids[np.argmax(np.where(ids > 0, counts, -1))]
+        assert not same_ids or best == t, f"nucleus {t} is {best} in the other map"
         p = pred == best
         out.append((m & p).sum() / (m | p).sum())
     return out
@@ -136,9 +138,8 @@ def test_geojson_round_trip_and_mask_tiff_at_level0_on_a_multilevel_slide(multil
     res = predict_input(fake_checkpoint(0.5), slide, tmp_path / "out", tile=128, halo=24, mask_tiff=True,
                         progress=False)
     assert res.nuclei == len(discs)
-    with openslide.OpenSlide(slide) as s:
-        assert geometry_of(SimpleNamespace(mpp=0.25, dimensions=(768, 600), level_downsamples=s.level_downsamples),
-                           slide, None, model_mpp=0.5).level == 1
+    settings = json.loads((tmp_path / "out" / f"{Path(slide).stem}_summary.json").read_text())["settings"]
+    assert settings["geometry"]["level"] == 1      # the model's 0.5 um/px read from level 1 (0.25 um/px x 2)
     with openslide.OpenSlide(res.files["mask_tiff"]) as m:      # OpenSlide opens the mask
         assert m.level_dimensions[0] == (768, 600) and m.level_count >= 2
         assert float(m.properties["openslide.mpp-x"]) == pytest.approx(0.25)
@@ -148,7 +149,7 @@ def test_geojson_round_trip_and_mask_tiff_at_level0_on_a_multilevel_slide(multil
     assert set(np.unique(coarse)) <= set(range(res.nuclei + 1)) and coarse.max() > 0
     polys = read_geojson(res.files["geojson"])
     back = rasterize_instances(polys, (600, 768))
-    ious = _match_iou(mask, back)
+    ious = _match_iou(mask, back, same_ids=True)     # the GeoJSON's nucleus k is the mask's id k
     assert len(ious) == res.nuclei and min(ious) >= 0.99
     # at the right level-0 place: every drawn disc is one predicted nucleus, same centre
     yy, xx = np.mgrid[:600, :768]
@@ -291,8 +292,10 @@ def test_other_settings_do_not_reuse_parts_and_errors_are_one_line(multilevel, t
     calls = []
     res = predict_input(ck, slide, tmp_path / "o", tile=128, halo=16, progress=False, on_tile=calls.append)
     assert len(calls) == res.tiles                           # another halo: every tile again
-    with pytest.raises(InputFileError, match="not inside"):
+    with pytest.raises(InputFileError, match="not inside") as e:
         predict_input(ck, slide, tmp_path / "o", region=(700, 0, 100, 10), progress=False)
-    with pytest.raises(InputFileError, match="mpp"):
-        Image.fromarray(draw_slide(64, 64, [])).save(tmp_path / "nompp.png")
+    assert "\n" not in str(e.value) and str(slide) in str(e.value)
+    Image.fromarray(draw_slide(64, 64, [])).save(tmp_path / "nompp.png")
+    with pytest.raises(InputFileError, match=r"resolution \(mpp\) is unknown") as e:
         predict_input(ck, tmp_path / "nompp.png", tmp_path / "o", progress=False)
+    assert "\n" not in str(e.value)
