@@ -416,6 +416,25 @@ def run_info(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[st
     return run.info.status, dict(run.data.tags)
 
 
+def result_metrics(run, names, tracking_uri: str | None = None) -> dict[str, float]:
+    """A fine-tuning run's result metrics ``{name: value}`` (those of ``names`` it has).
+
+    The result is logged at step 0 at the end of the run. Runs logged before the per-epoch series
+    were renamed ``epoch_val_*`` have their epochs under the same names at steps >= 1, so MLflow's
+    "latest" value is the last epoch's; for those the step-0 entry of the history is read.
+    """
+    m = run.data.metrics
+    out = {n: m[n] for n in names if n in m}
+    if any(k.startswith("epoch_val_") for k in m) or not any(k.startswith("val_") for k in m):
+        return out
+    client = _client(resolve_tracking_uri(tracking_uri))
+    for n in out:
+        at0 = [h for h in client.get_metric_history(run.info.run_id, n) if h.step == 0]
+        if at0:
+            out[n] = max(at0, key=lambda h: h.timestamp).value
+    return out
+
+
 def metric_history(run_id: str, names, tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
     """``{name: [(step, value), ...]}`` of a run's logged metrics."""
     client = _client(resolve_tracking_uri(tracking_uri))

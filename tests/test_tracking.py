@@ -170,3 +170,27 @@ def test_unknown_model_uri_is_one_line(tmp_path):
             resolve_model_uri(uri, tmp_path / "dl")
         assert str(e.value).startswith(f"{uri}: not found in the MLflow store ") and why in str(e.value)
         assert "\n" not in str(e.value)
+
+
+def test_result_metrics_reads_the_step0_result_of_runs_logged_the_old_way(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.tracking import result_metrics
+
+    uri = f"sqlite:///{tmp_path / 'r.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("results")
+    old = client.create_run(exp).info.run_id   # epochs and the result under one name (before epoch_val_*)
+    for step, v in ((1, 0.36), (2, 0.37), (3, 0.35)):
+        client.log_metric(old, "val_aji", v, step=step)
+    client.log_metric(old, "val_aji", 0.3776, step=0)       # the selected, tuned result, logged last
+    client.log_metric(old, "best_val_dice", 0.645, step=0)
+    assert client.get_run(old).data.metrics["val_aji"] == 0.35      # what MLflow calls latest: the last epoch
+    assert result_metrics(client.get_run(old), ["val_aji", "best_val_dice", "val_pq"], uri) == \
+        {"val_aji": 0.3776, "best_val_dice": 0.645}
+
+    new = client.create_run(exp).info.run_id
+    for step, v in ((1, 0.36), (2, 0.35)):
+        client.log_metric(new, "epoch_val_aji", v, step=step)
+    client.log_metric(new, "val_aji", 0.38, step=0)
+    assert result_metrics(client.get_run(new), ["val_aji"], uri) == {"val_aji": 0.38}

@@ -9,7 +9,14 @@ from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_path, atomic_write_text
 from histoclr.seg.naming import display_init
-from histoclr.tracking import Run, child_runs, find_runs, resolve_tracking_uri, run_exists
+from histoclr.tracking import (
+    Run,
+    child_runs,
+    find_runs,
+    resolve_tracking_uri,
+    result_metrics,
+    run_exists,
+)
 
 GROUP = ["init", "freeze", "label_fraction"]
 METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
@@ -52,7 +59,7 @@ def collect_runs(parent_run_id: str, tracking_uri: str | None = None):
     for r in child_runs(parent_run_id, tracking_uri):
         if r.info.status != "FINISHED" or r.data.tags.get("skipped") == "true":
             continue
-        p, m = r.data.params, r.data.metrics
+        p, m = r.data.params, result_metrics(r, METRICS, tracking_uri)
         rows.append({"run_id": r.info.run_id, "init": p.get("init"), "freeze": p.get("freeze"),
                      "label_fraction": float(p.get("label_fraction", "nan")),
                      "num_labeled": p.get("num_labeled"), "seed": p.get("seed"),

@@ -46,6 +46,7 @@ from histoclr.tracking import (
     log_model,
     open_run,
     record_run,
+    result_metrics,
     run_exists,
 )
 
@@ -226,9 +227,11 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
 
 def best_cell(parent_run_id: str, metric: str, tracking_uri: str):
     """The finished, not skipped child run with the highest ``metric`` (MLflow ``Run``), or None."""
-    done = [r for r in child_runs(parent_run_id, tracking_uri)
-            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true" and metric in r.data.metrics]
-    return max(reversed(done), key=lambda r: r.data.metrics[metric], default=None)   # ties: the oldest
+    done = [(r, result_metrics(r, [metric], tracking_uri).get(metric)) for r in child_runs(parent_run_id, tracking_uri)
+            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true"]
+    done = [(r, v) for r, v in done if v is not None]
+    best = max(reversed(done), key=lambda rv: rv[1], default=None)   # ties: the oldest
+    return None if best is None else best[0]
 
 
 def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, echo) -> str | None:
@@ -241,6 +244,7 @@ def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, 
         echo(f"no finished cell to register as {name!r}")
         return None
     run_id, tags = best.info.run_id, parent.get().data.tags
+    value = result_metrics(best, [metric], uri)[metric]
     if tags.get(BEST_RUN_TAG) == run_id and tags.get(REGISTERED_TAG, "").startswith(f"models:/{name}/"):
         echo(f"best cell by {metric}: {best.info.run_name} (already registered as {tags[REGISTERED_TAG]})")
         return tags[REGISTERED_TAG]
@@ -259,9 +263,9 @@ def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, 
                      output_example=output, register_as=name, tracking_uri=uri)
     registered = info["registered"]
     parent.set_tags({BEST_RUN_TAG: run_id, REGISTERED_TAG: registered, "histoclr.best_metric": metric,
-                     f"histoclr.best_{metric}": f"{best.data.metrics[metric]:.4f}"})
+                     f"histoclr.best_{metric}": f"{value:.4f}"})
     Run.attach(run_id, uri).set_tags({REGISTERED_TAG: registered})
-    echo(f"best cell by {metric} ({best.data.metrics[metric]:.4f}): {best.info.run_name}; registered as "
+    echo(f"best cell by {metric} ({value:.4f}): {best.info.run_name}; registered as "
          f"{registered}: histoclr predict --model {registered} IMAGES...")
     return registered
 

@@ -240,6 +240,13 @@ def train_one_epoch(net: torch.nn.Module, model: torch.nn.Module, loader, loss_f
 
 
 # --------------------------------------------------------------------------- the run
+def epoch_metric_names(row: dict) -> dict[str, float]:
+    """An epoch's history row under its MLflow names: ``val_aji`` -> ``epoch_val_aji`` (the plain
+    ``val_*`` names are the run's result, the selected epoch with the chosen post-processing, logged
+    at the end), ``train_loss`` and ``lr`` unchanged."""
+    return {(f"epoch_{k}" if k.startswith("val_") else k): v for k, v in row.items() if k != "epoch"}
+
+
 def run_finetune(cfg: FinetuneConfig, *, parent_run_id: str | None = None,
                  extra_tags: Mapping[str, str] | None = None, progress: bool = True,
                  echo: Callable[[str], None] | None = None,
@@ -381,7 +388,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
             row = {"epoch": epoch + 1, "train_loss": stats["train_loss"],
                    **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
             state.history.append(row)
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            run.log_metrics(epoch_metric_names(row), step=epoch + 1)
             improved = state.best is None or val[select] > state.best[select]
             if improved:
                 state.best = {**val, "epoch": epoch + 1}

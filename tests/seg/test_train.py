@@ -95,12 +95,15 @@ def test_run_finetune_logs_names_checkpoints_and_resumes(pairs_csv, shared_data,
     assert p["label_fraction"] == "0.5" and p["trainable_params.layer1"] == "0"
     assert int(p["trainable_params.layer3"]) > 0
     assert p["target"] == "contour" and p["train.select_metric"] == "aji"
-    for k in ("best_val_dice", "val_iou", "val_aji", "val_pq", "val_f1", "train_time_s", "val_dice", "train_loss"):
+    for k in ("best_val_dice", "val_iou", "val_aji", "val_pq", "val_f1", "train_time_s", "epoch_val_dice",
+              "epoch_val_aji", "train_loss"):
         assert k in m
     assert p["postprocess_chosen.method"] == "contour"
-    assert m["best_val_dice"] == pytest.approx(result["best_val_dice"])
-    history = _client().get_metric_history(result["run_id"], "val_dice")
+    for k in ("best_val_dice", "val_aji", "val_pq", "val_f1", "val_iou"):   # the run's result, not the last epoch
+        assert m[k] == pytest.approx(result[k]), k
+    history = _client().get_metric_history(result["run_id"], "epoch_val_dice")
     assert [h.step for h in history] == [1, 2]
+    assert [h.step for h in _client().get_metric_history(result["run_id"], "val_aji")] == [0]
     arts = {a.path for a in _client().list_artifacts(result["run_id"], "model")}
     assert "model/best.pt" in arts
     assert any(a.path.endswith(".png") for a in _client().list_artifacts(result["run_id"], "overlays"))

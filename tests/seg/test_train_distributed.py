@@ -99,10 +99,10 @@ def test_two_gloo_processes_match_one_process_and_resume_after_a_crash(tmp_path,
     assert p["ddp"]["global_batch"] == p["single"]["global_batch"] == "4"
 
     hist = {n: {k: [m.value for m in client.get_metric_history(r.info.run_id, k)]
-                for k in ("train_loss", "val_dice", "val_aji")} for n, r in runs.items()}
+                for k in ("train_loss", "epoch_val_dice", "epoch_val_aji")} for n, r in runs.items()}
     assert len(hist["ddp"]["train_loss"]) == 3
     np.testing.assert_allclose(hist["ddp"]["train_loss"], hist["single"]["train_loss"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(hist["ddp"]["val_dice"], hist["single"]["val_dice"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(hist["ddp"]["epoch_val_dice"], hist["single"]["epoch_val_dice"], rtol=1e-3, atol=1e-4)
     assert hist["single"]["train_loss"][0] != hist["single"]["train_loss"][2]     # the model did change
     a = torch.load(ddp_dir / "last.pt", weights_only=True)["model"]
     b = torch.load(single_dir / "last.pt", weights_only=True)["model"]
