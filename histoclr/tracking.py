@@ -405,17 +405,6 @@ def child_runs(parent_run_id: str, tracking_uri: str | None = None, max_results:
                                    order_by=["attributes.start_time DESC"], max_results=max_results))
 
 
-def run_params(run_id: str, tracking_uri: str | None = None) -> dict[str, str]:
-    """A run's logged params (strings, as MLflow stores them)."""
-    return dict(_client(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.params)
-
-
-def run_info(run_id: str, tracking_uri: str | None = None) -> tuple[str, dict[str, str]]:
-    """A run's status (``RUNNING``, ``FINISHED``, ...) and tags."""
-    run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
-    return run.info.status, dict(run.data.tags)
-
-
 def result_metrics(run, names, tracking_uri: str | None = None) -> dict[str, float]:
     """A fine-tuning run's result metrics ``{name: value}`` (those of ``names`` it has).
 

@@ -226,12 +226,12 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
 
 
 def best_cell(parent_run_id: str, metric: str, tracking_uri: str):
-    """The finished, not skipped child run with the highest ``metric`` (MLflow ``Run``), or None."""
+    """``(run, value)``: the finished, not skipped child run (MLflow ``Run``) with the highest result
+    ``metric``, and that value; None when no cell has one."""
     done = [(r, result_metrics(r, [metric], tracking_uri).get(metric)) for r in child_runs(parent_run_id, tracking_uri)
             if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true"]
     done = [(r, v) for r, v in done if v is not None]
-    best = max(reversed(done), key=lambda rv: rv[1], default=None)   # ties: the oldest
-    return None if best is None else best[0]
+    return max(reversed(done), key=lambda rv: rv[1], default=None)   # ties: the oldest
 
 
 def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, echo) -> str | None:
@@ -239,12 +239,12 @@ def register_best(parent: Run, name: str, metric: str, out_dir: Path, uri: str, 
     ``best.pt`` as an extra file, an input example and a signature, and register it as ``name``;
     returns ``models:/NAME/VERSION`` (None when no cell finished). Already registered from that
     same run by this sweep: nothing new is registered."""
-    best = best_cell(parent.run_id, metric, uri)
-    if best is None:
+    found = best_cell(parent.run_id, metric, uri)
+    if found is None:
         echo(f"no finished cell to register as {name!r}")
         return None
+    best, value = found
     run_id, tags = best.info.run_id, parent.get().data.tags
-    value = result_metrics(best, [metric], uri)[metric]
     if tags.get(BEST_RUN_TAG) == run_id and tags.get(REGISTERED_TAG, "").startswith(f"models:/{name}/"):
         echo(f"best cell by {metric}: {best.info.run_name} (already registered as {tags[REGISTERED_TAG]})")
         return tags[REGISTERED_TAG]

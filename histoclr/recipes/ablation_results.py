@@ -18,7 +18,7 @@ from pathlib import Path
 
 from histoclr.ablation.report import build_report
 from histoclr.docs_sections import RESULTS, write_section
-from histoclr.tracking import run_params
+from histoclr.tracking import Run
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
@@ -100,9 +100,8 @@ def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label:
 def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = None) -> str:
     """How far the sweep is: ``12 of 54 cells finished; ... provisional`` while it runs (or when it
     stopped short), ``54 of 54 cells finished`` once done."""
-    from histoclr.tracking import run_info
-
-    status, tags = run_info(parent_run_id, tracking_uri)
+    run = Run.attach(parent_run_id, tracking_uri).get()
+    status, tags = run.info.status, run.data.tags
     total = tags.get("cells_total")
     text = f"{finished} of {total} cells finished" if total else f"{finished} cells finished"
     if status == "RUNNING" or (total and finished < int(total)):
@@ -202,7 +201,7 @@ def expected_seeds(parent_run_id: str, tracking_uri: str | None = None) -> int |
     """How many seeds the sweep's config asks for (its parent run's ``seeds`` param), else None."""
     import ast
 
-    raw = run_params(parent_run_id, tracking_uri).get("seeds")
+    raw = Run.attach(parent_run_id, tracking_uri).get().data.params.get("seeds")
     try:
         return len(ast.literal_eval(raw)) if raw else None
     except (ValueError, SyntaxError, TypeError):
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         pics.append(f"![aji_paired_by_seed](img/{args.img}/aji_paired_by_seed.png)")
     n_cells = len(runs)
     total_min = runs["train_time_s"].sum() / 60
-    params = run_params(rep.parent_run_id, args.tracking_uri)
+    params = Run.attach(rep.parent_run_id, args.tracking_uri).get().data.params
     imagenet = ("; the `imagenet` arm is recorded as skipped (no weights offline)"
                 if "imagenet" in params.get("inits", "") else "")
     body = [

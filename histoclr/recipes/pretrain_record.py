@@ -148,16 +148,32 @@ def plot_holdout(table: dict[int, dict[str, float]], path: Path) -> Path:
     return path
 
 
+@dataclass
+class RunState:
+    """What the record says of a run, read once: snapshots, checkpoint step, MLflow run, checks."""
+    snaps: list[Snapshot]
+    step: int | None
+    run_id: str
+    table: dict[int, dict[str, float]]
+
+
+def read_run(run_dir: Path, tracking_uri: str | None = None) -> RunState:
+    snaps = snapshots(run_dir)
+    run_id = next((s.run_id for s in reversed(snaps) if s.run_id), "")
+    return RunState(snaps, checkpoint_step(run_dir), run_id,
+                    holdout_table(run_id, tracking_uri) if run_id else {})
+
+
 def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | None = None,
                  resume_command: str = "bash pipelines/pretrain_long.sh",
-                 record_command: str = "python pipelines/pretrain_record.py", note: str = "") -> Path:
-    """Write the record (see the module docstring) and return the README's path."""
+                 record_command: str = "python pipelines/pretrain_record.py", note: str = "",
+                 state: RunState | None = None) -> Path:
+    """Write the record (see the module docstring) and return the README's path (``state``: the
+    run as :func:`read_run` read it, read here when not given)."""
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    snaps = snapshots(run_dir)
-    step = checkpoint_step(run_dir)
-    run_id = next((s.run_id for s in reversed(snaps) if s.run_id), "")
-    table = holdout_table(run_id, tracking_uri) if run_id else {}
+    state = state or read_run(run_dir, tracking_uri)
+    snaps, step, run_id, table = state.snaps, state.step, state.run_id, state.table
 
     for name in ("config.yaml", "dense_manifest.json"):
         if (run_dir / name).is_file():
@@ -217,16 +233,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--note", default="", help="a paragraph appended to the README (speed, interruptions)")
     ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write ('' for none)")
     args = ap.parse_args(argv)
-    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note)
+    state = read_run(Path(args.run_dir), args.tracking_uri)
+    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state)
     print(readme.read_text())
     if args.section:
         from histoclr.docs_sections import RESULTS, write_section
 
-        snaps = snapshots(Path(args.run_dir))
-        run_id = next((s.run_id for s in reversed(snaps) if s.run_id), "")
-        table = holdout_table(run_id, args.tracking_uri) if run_id else {}
+        run_id, table = state.run_id, state.table
         rel = os.path.relpath(Path(args.out).resolve(), RESULTS.parent)
-        body = [run_summary(Path(args.run_dir)), "", (f"`{args.run_dir}`, MLflow run `{run_id}`; last checkpoint step {checkpoint_step(Path(args.run_dir))}. "
+        body = [run_summary(Path(args.run_dir)), "", (f"`{args.run_dir}`, MLflow run `{run_id}`; last checkpoint step {state.step}. "
                 f"The whole record (config, dense manifest, log tail, embedding maps, how to resume): "
                 f"[{rel}/]({rel}/README.md)."), "", *checks_table(table), "",
                 f"![held-out checks against the step]({rel}/holdout_vs_step.png)"]
