@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,8 @@ PLOTTED = ("val_aji", "val_pq", "best_val_dice")      # a budget curve and a bar
 @dataclass
 class Report:
     parent_run_id: str
-    runs: "object"      # pandas.DataFrame: one row per finished child run
-    summary: "object"   # pandas.DataFrame: one row per (init, freeze, label_fraction)
+    runs: object      # pandas.DataFrame: one row per finished child run
+    summary: object   # pandas.DataFrame: one row per (init, freeze, label_fraction)
     baseline: dict[str, float]
     files: list[Path]
     experiment_id: str = ""
@@ -87,13 +88,27 @@ def _one_count(values) -> str:
     return counts.pop() if len(counts) == 1 else ""
 
 
+def budget_label(label_fraction: float, num_labeled: str = "") -> str:
+    """A label budget as a reader counts it: "2 img (20%)" when the images are known, else "20%"."""
+    return f"{num_labeled} img ({label_fraction:.0%})" if num_labeled else f"{label_fraction:.0%}"
+
+
+def budget_labels(runs) -> dict[float, str]:
+    """``{label_fraction: budget_label}`` over a runs table (:func:`collect_runs`); the image count
+    only where every run of that fraction had the same one."""
+    if "num_labeled" not in runs:
+        return {float(lf): budget_label(float(lf)) for lf in set(runs["label_fraction"])}
+    return {float(lf): budget_label(float(lf), _one_count(d))
+            for lf, d in runs.groupby("label_fraction")["num_labeled"]}
+
+
 def budget_ticks(summary) -> tuple[list[float], list[str]]:
-    """x positions (label fraction in %) and their labels: "2 img (20%)" when the images are known."""
+    """x positions (label fraction in %) and their labels: "2 img\\n(20%)" when the images are known."""
     pos, names = [], []
     for lf, d in summary.groupby("label_fraction", sort=True):
         n = next((c for c in d.get("num_labeled", []) if c), "")
         pos.append(float(lf) * 100)
-        names.append(f"{n} img\n({lf:.0%})" if n else f"{lf:.0%}")
+        names.append(budget_label(lf, n).replace(" (", "\n("))
     return pos, names
 
 
@@ -105,12 +120,11 @@ def to_markdown(summary, baseline: dict[str, float]) -> str:
 
     def pm(row, m, fmt="{:.3f}"):
         mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-        return fmt.format(mean) + ("" if std != std else " ± " + fmt.format(std))
+        return fmt.format(mean) + ("" if math.isnan(std) else " ± " + fmt.format(std))
 
     for _, r in summary.iterrows():
-        budget = f"{r['num_labeled']} img ({r['label_fraction']:.0%})" if r.get("num_labeled") else \
-            f"{r['label_fraction']:.0%}"
-        lines.append(f"| {display_init(r['init'])} | {r['freeze']} | {budget} | {int(r['n_seeds'])} | "
+        lines.append(f"| {display_init(r['init'])} | {r['freeze']} | "
+                     f"{budget_label(r['label_fraction'], r.get('num_labeled') or '')} | {int(r['n_seeds'])} | "
                      f"{pm(r, 'val_aji')} | {pm(r, 'val_pq')} | {pm(r, 'best_val_dice')} | {pm(r, 'val_f1')} | "
                      f"{pm(r, 'train_time_s', '{:.0f}')} |")
     nan = float("nan")

@@ -343,7 +343,11 @@ def _record_params(cell: Cell, fcfg, pretrain_run_id: str) -> dict[str, Any]:
 def _log_classical_baseline(parent: Run, fcfg, echo) -> None:
     """The haematoxylin-Otsu references on the validation images (same mpp as the model), as instances:
     connected components (``classical_*``) and split by the distance watershed whose parameters are
-    chosen on the training images, as a model's are (``classical_ws_*``)."""
+    chosen on the training images, as a model's are (``classical_ws_*``). A resumed sweep whose parent
+    run has them already does not compute them again (minutes of watershed search on a CPU)."""
+    if "classical_ws_aji" in parent.get().data.metrics:
+        echo("classical baseline: already on the parent run")
+        return
     try:
         pairs = read_pairs_manifest(fcfg.pairs, fcfg.data_root)
         refs = classical_references([p for p in pairs if p.split in ("train", "")],

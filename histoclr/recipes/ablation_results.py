@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from histoclr.ablation.report import build_report
+from histoclr.ablation.report import budget_label, budget_labels, build_report
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.tracking import Run
 
@@ -51,19 +51,21 @@ def paired_by_seed(runs, metric: str = "val_aji"):
     return pd.concat(parts, ignore_index=True)[["init", "freeze", "label_fraction", "seed", "diff"]]
 
 
-def by_seed_table(by_seed, metric_name: str = "AJI") -> list[str]:
-    """Markdown rows: one per (init, freeze, budget), one column per seed (the paired difference)."""
+def by_seed_table(by_seed, metric_name: str = "AJI", budgets: dict[float, str] | None = None) -> list[str]:
+    """Markdown rows: one per (init, freeze, budget), one column per seed (the paired difference);
+    ``budgets`` (:func:`~histoclr.ablation.report.budget_labels`) names the budgets, else "10%"."""
     seeds = sorted({str(s) for s in by_seed["seed"]}, key=lambda x: (len(x), x))
     lines = ["| SimCLR init | freeze | labels | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|---|" + "---:|" * len(seeds)]
     for (init, freeze, lf), d in by_seed.groupby(["init", "freeze", "label_fraction"], sort=True):
         v = dict(zip(d["seed"].astype(str), d["diff"]))
-        lines.append(f"| {_short(init)} | {freeze} | {lf:.0%} | "
+        lines.append(f"| {_short(init)} | {freeze} | {_budget(lf, budgets)} | "
                      + " | ".join(f"{v[s]:+.3f}" if s in v else "–" for s in seeds) + " |")
     return [f"SimCLR − random, val {metric_name}, by seed:", "", *lines]
 
 
-def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label: str = "val AJI") -> Path:
+def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label: str = "val AJI",
+                        budgets: dict[float, str] | None = None) -> Path:
     """Each seed's paired difference (a dot) per freeze x budget cell, one colour per snapshot; the
     zero line and the ``margin`` target dashed."""
     import matplotlib
@@ -84,8 +86,8 @@ def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label:
         ax.scatter(x, d["diff"], s=28, label=_short(init), zorder=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(margin, color="grey", ls="--", lw=0.8, label=f"target +{margin:.2f}")
-    ax.set_xticks(range(len(cells)), [f"{f}\n{lf:.0%}" for f, lf in cells])
-    ax.set_xlabel("freeze, share of the label pool")
+    ax.set_xticks(range(len(cells)), [f"{f}\n{_budget(lf, budgets)}" for f, lf in cells])
+    ax.set_xlabel("freeze, label budget")
     ax.set_ylabel(f"SimCLR − random, {metric_label}")
     ax.set_title("Paired differences by seed (same labels, crops and decoder start)")
     ax.grid(alpha=0.3, axis="y")
@@ -142,7 +144,8 @@ def curve_shape(curve, tolerance: float = 0.01) -> dict[tuple[str, float], str]:
     return shapes
 
 
-def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI") -> Path:
+def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI",
+                        budgets: dict[float, str] | None = None) -> Path:
     """One line per (freeze, budget): mean ± std over seeds against the pretraining step (0 = random)."""
     import matplotlib
 
@@ -155,7 +158,7 @@ def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI") -> Pat
     for (freeze, lf), d in curve.groupby(["freeze", "label_fraction"], sort=True):
         d = d.sort_values("step")
         ax.errorbar(d["step"], d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3,
-                    label=f"freeze {freeze}, {lf:.0%} of the labels")
+                    label=f"freeze {freeze}, labels {_budget(lf, budgets)}")
     ax.set_xlabel("SimCLR pretraining step of the encoder's start (0 = random init)")
     ax.set_ylabel(metric_label)
     ax.set_title("Fine-tuned result against pretraining length (mean ± std over seeds)")
@@ -169,7 +172,7 @@ def plot_snapshot_curve(curve, path: Path, metric_label: str = "val AJI") -> Pat
 
 
 def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.03,
-                   seeds_expected: int | None = None) -> list[str]:
+                   seeds_expected: int | None = None, budgets: dict[float, str] | None = None) -> list[str]:
     """The SSL issue's target on the paired AJI differences ``diffs`` (:func:`paired_differences`):
     at the ``scarce`` budgets (label fractions), full and layer1-2 fine-tuning from ``last_init``
     >= random + ``margin`` AJI with every seed positive; the frozen encoder (``all``) no worse than
@@ -178,7 +181,7 @@ def target_verdict(diffs, last_init: str, scarce=(0.1, 0.2), margin: float = 0.0
     lines = []
     d = diffs[diffs["init"] == last_init]
     for _, r in d.sort_values(["freeze", "label_fraction"]).iterrows():
-        cell = f"freeze {r['freeze']}, {r['label_fraction']:.0%} of the labels"
+        cell = f"freeze {r['freeze']}, labels {_budget(r['label_fraction'], budgets)}"
         seeds = f"{int(r['positive'])}/{int(r['n'])} seeds positive"
         if r["freeze"] == "all":
             ok = r["mean"] >= 0
@@ -208,6 +211,10 @@ def expected_seeds(parent_run_id: str, tracking_uri: str | None = None) -> int |
         return None
 
 
+def _budget(label_fraction: float, budgets: dict[float, str] | None) -> str:
+    return (budgets or {}).get(float(label_fraction)) or budget_label(float(label_fraction))
+
+
 def _short(init: str) -> str:
     return Path(init.split(":", 1)[1]).stem if init.startswith("simclr:") else init
 
@@ -227,13 +234,14 @@ def main(argv: list[str] | None = None) -> None:
 
     rep = build_report(args.out, experiment=args.experiment, tracking_uri=args.tracking_uri)
     runs = rep.runs
+    budgets = budget_labels(runs)
     lines, wins, cells = [], 0, 0
     for metric, name in (("val_aji", "AJI"), ("val_pq", "PQ"), ("best_val_dice", "Dice")):
         diffs = paired_differences(runs, metric)
         lines += ["", (f"| SimCLR init | freeze | labels | seeds | SimCLR − random, val {name}: mean | min | max | "
                       "seeds positive |"), "|---|---|---|---|---:|---:|---:|---:|"]
         for _, r in diffs.iterrows():
-            lines.append(f"| {_short(r['init'])} | {r['freeze']} | {r['label_fraction']:.0%} | {int(r['n'])} | "
+            lines.append(f"| {_short(r['init'])} | {r['freeze']} | {_budget(r['label_fraction'], budgets)} | {int(r['n'])} | "
                          f"{r['mean']:+.3f} | {r['min']:+.3f} | {r['max']:+.3f} | {int(r['positive'])}/{int(r['n'])} |")
         if metric == "val_aji":
             wins, cells = (int((diffs["mean"] > 0).sum()), len(diffs)) if len(diffs) else (0, 0)
@@ -246,11 +254,12 @@ def main(argv: list[str] | None = None) -> None:
         aji = paired_differences(runs, "val_aji")
         curve_lines = ["", f"Target (last snapshot, {_short(snapshots[-1])}, against random init, paired by seed):",
                        *target_verdict(aji, snapshots[-1],
-                                       seeds_expected=expected_seeds(rep.parent_run_id, args.tracking_uri))]
+                                       seeds_expected=expected_seeds(rep.parent_run_id, args.tracking_uri),
+                                       budgets=budgets)]
         shapes = curve_shape(curve)
         if shapes:
             curve_lines += ["", "Curve over snapshots (mean val AJI, last snapshot against the first, flat within "
-                                "±0.01): " + "; ".join(f"freeze {f}, {lf:.0%} of the labels: {shape}"
+                                "±0.01): " + "; ".join(f"freeze {f}, labels {_budget(lf, budgets)}: {shape}"
                                                       for (f, lf), shape in sorted(shapes.items())) + "."]
     print(table)
     print("\n".join(lines + curve_lines))
@@ -265,11 +274,11 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copyfile(f, img / f.name)
         pics.append(f"![{f.stem}](img/{args.img}/{f.name})")
     if snapshots:
-        plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png")
+        plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png", budgets=budgets)
         pics.append(f"![aji_vs_pretraining_step](img/{args.img}/aji_vs_pretraining_step.png)")
     by_seed = paired_by_seed(runs, "val_aji")
     if len(by_seed):
-        plot_paired_by_seed(by_seed, img / "aji_paired_by_seed.png")
+        plot_paired_by_seed(by_seed, img / "aji_paired_by_seed.png", budgets=budgets)
         pics.append(f"![aji_paired_by_seed](img/{args.img}/aji_paired_by_seed.png)")
     n_cells = len(runs)
     total_min = runs["train_time_s"].sum() / 60
@@ -287,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
          "Mean ± std over seeds:"), "",
         table.rstrip(), "",
         "Paired by seed (same label subset, crops and decoder initialisation; only the encoder's start differs):",
-        *lines, "", *(by_seed_table(by_seed) if len(by_seed) else []), "",
+        *lines, "", *(by_seed_table(by_seed, budgets=budgets) if len(by_seed) else []), "",
         f"SimCLR is ahead of random init on mean val AJI in {wins} of {cells} init x freeze x budget cells.",
         *curve_lines,
     ]

@@ -93,7 +93,10 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
     _registry_round_trip(best, tmp_path, uri)
 
     # re-running the same sweep: finished and skipped cells are not run again, failed ones are retried
-    res2 = run_sweep(cfg, tracking_uri=uri, echo=lambda s: None)
+    said = []
+    res2 = run_sweep(cfg, tracking_uri=uri, echo=said.append)
+    assert "classical baseline: already on the parent run" in said  # not computed again on resume
+    assert len(client.get_metric_history(res.parent_run_id, "classical_ws_aji")) == 1
     assert res2.parent_run_id == res.parent_run_id
     assert len(res2.reused) == 4 and len(res2.skipped) == 2 and len(res2.failed) == 2
     assert not res2.finished

@@ -62,10 +62,10 @@ def test_target_verdict_met_missed_and_frozen_probe():
     lines = target_verdict(paired_differences(runs, "val_aji"), last)
     text = "\n".join(lines)
     assert len(lines) == 4  # the 100 % full fine-tuning cell is not a target cell
-    assert "freeze none, 10% of the labels: SimCLR − random +0.050 AJI (3/3 seeds positive" in text
-    assert any("none, 10%" in x and x.endswith(": met") for x in lines)
-    assert any("none, 20%" in x and x.endswith("missed (not every seed positive)") for x in lines)
-    assert any("layer1-2, 10%" in x and x.endswith("missed by 0.020") for x in lines)
+    assert "freeze none, labels 10%: SimCLR − random +0.050 AJI (3/3 seeds positive" in text
+    assert any("none, labels 10%" in x and x.endswith(": met") for x in lines)
+    assert any("none, labels 20%" in x and x.endswith("missed (not every seed positive)") for x in lines)
+    assert any("layer1-2, labels 10%" in x and x.endswith("missed by 0.020") for x in lines)
     assert any("frozen probe" in x and x.endswith("missed by 0.010") for x in lines)
 
 
@@ -118,3 +118,22 @@ def test_sweep_state_says_provisional_until_every_cell_finished(tmp_path):
     client.set_terminated(run.info.run_id, "FINISHED")
     assert sweep_state(run.info.run_id, 54, uri) == "54 of 54 cells finished"
     assert "provisional" in sweep_state(run.info.run_id, 50, uri)  # finished with failed cells
+
+
+def test_budgets_are_named_by_their_image_count_where_it_is_known():
+    from histoclr.ablation.report import budget_labels
+    from histoclr.recipes.ablation_results import by_seed_table, paired_by_seed
+
+    last = "simclr:/r/backbone_step002000.pt"
+    runs = _sweep_rows({("random", "none", 0.1): [0.30, 0.30, 0.30], (last, "none", 0.1): [0.35, 0.34, 0.36],
+                        ("random", "none", 0.2): [0.4], (last, "none", 0.2): [0.5]})
+    runs["num_labeled"] = ["1" if lf == 0.1 else "" for lf in runs["label_fraction"]]
+    budgets = budget_labels(runs)
+    assert budgets == {0.1: "1 img (10%)", 0.2: "20%"}  # 20 %: no image count recorded, the share stays
+    lines = target_verdict(paired_differences(runs, "val_aji"), last, budgets=budgets)
+    assert lines[0].startswith("- freeze none, labels 1 img (10%): SimCLR − random +0.050 AJI")
+    assert lines[1].startswith("- freeze none, labels 20%: ")
+    assert "| backbone_step002000 | none | 1 img (10%) | +0.050 | +0.040 | +0.060 |" in \
+        "\n".join(by_seed_table(paired_by_seed(runs, "val_aji"), budgets=budgets))
+    mixed = runs.assign(num_labeled=["1", "2", "1", "1", "1", "1", "", ""])
+    assert budget_labels(mixed)[0.1] == "10%"  # seeds disagree on the count: only the share is certain
