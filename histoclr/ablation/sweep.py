@@ -301,9 +301,10 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             continue
         eta = (sum(durations) / len(durations)) * (len(planned) - i + 1) if durations else None
         echo(f"[{i}/{len(planned)}] {cell.label}" + (f" (about {eta / 60:.0f} min left)" if eta else ""))
-        t0 = time.time()
+        t0, trained_s = time.time(), 0.0
         try:
-            cell_runner(fcfg, parent_run_id=parent_id, extra_tags={CELL_TAG: key, "histoclr.kind": "ablation-cell"})
+            out = cell_runner(fcfg, parent_run_id=parent_id, extra_tags={CELL_TAG: key, "histoclr.kind": "ablation-cell"})
+            trained_s = float(out.get("train_time_s", 0.0)) if isinstance(out, dict) else 0.0
         except Exception as e:  # noqa: BLE001  one failing cell must not stop the others
             msg = f"{type(e).__name__}: {e}"
             failed_runs = [r for r in find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
@@ -321,7 +322,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
-        durations.append(time.time() - t0)
+        # a cell resumed from its checkpoint takes seconds here: its cost for the ETA is its training time
+        durations.append(max(time.time() - t0, trained_s))
 
 
 def _record_params(cell: Cell, fcfg, pretrain_run_id: str) -> dict[str, Any]:

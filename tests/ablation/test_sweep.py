@@ -233,3 +233,23 @@ def test_ablate_prints_the_runs_link_and_the_registered_model(monkeypatch, tmp_p
     calls.append("OSError: disk full")
     out = CliRunner().invoke(cli, ["ablate", str(tmp_path / "s.yaml")])
     assert out.exit_code == 1 and "not registered as 'cli-best': OSError: disk full" in out.output
+
+
+def test_eta_counts_a_resumed_cells_training_time(tmp_path):
+    """A cell resumed from its checkpoint returns at once; the ETA still prices cells at their
+    training time (``train_time_s``), not at the seconds the resumed one took."""
+    pairs = write_synthetic_pairs(tmp_path / "data")
+    ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "out_dir": str(tmp_path / "ft"),
+          "model": {"encoder": "resnet18"}, "data": {"mpp": None, "crop_size": 64}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    sweep = {"experiment": "eta", "sweep_name": "eta", "finetune_config": str(tmp_path / "ft.yaml"),
+             "inits": ["random"], "freezes": ["none"], "label_fractions": [1.0], "seeds": [0, 1, 2],
+             "out_dir": str(tmp_path / "ablation"), "classical_baseline": False, "register_as": None}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    said = []
+    res = run_sweep(load_config(AblationConfig, tmp_path / "sweep.yaml"),
+                    tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", echo=said.append,
+                    cell_runner=lambda fcfg, **kw: {"train_time_s": 600.0})
+    assert len(res.finished) == 3
+    starts = [s for s in said if s.startswith("[")]
+    assert starts[1].endswith("(about 20 min left)") and starts[2].endswith("(about 10 min left)"), starts
