@@ -408,16 +408,15 @@ def child_runs(parent_run_id: str, tracking_uri: str | None = None, max_results:
 def result_metrics(run, names, tracking_uri: str | None = None) -> dict[str, float]:
     """A fine-tuning run's result metrics ``{name: value}`` (those of ``names`` it has).
 
-    The result is logged at step 0 at the end of the run. Runs logged before the per-epoch series
-    were renamed ``epoch_val_*`` have their epochs under the same names at steps >= 1, so MLflow's
-    "latest" value is the last epoch's; for those the step-0 entry of the history is read.
+    The result is logged at step 0 at the end of the run, and that entry is what this returns. Runs
+    logged before the per-epoch series were renamed ``epoch_val_*`` (or started that way and resumed
+    after) also have epochs under the ``val_*`` names at steps >= 1, so MLflow's "latest" value can
+    be an epoch's; the ``val_*`` names are therefore read from their history, one query each.
     """
     m = run.data.metrics
     out = {n: m[n] for n in names if n in m}
-    if any(k.startswith("epoch_val_") for k in m) or not any(k.startswith("val_") for k in m):
-        return out
     client = _client(resolve_tracking_uri(tracking_uri))
-    for n in out:
+    for n in [n for n in out if n.startswith("val_")]:
         at0 = [h for h in client.get_metric_history(run.info.run_id, n) if h.step == 0]
         if at0:
             out[n] = max(at0, key=lambda h: h.timestamp).value

@@ -1,11 +1,21 @@
 # Sourced by the long-run scripts (pretrain_long.sh, ssl_curve.sh): start one command in the
 # background, logging to <dir>/log.txt (appended), its pid in <dir>/pid; nothing if it is alive.
 #   run_in_background DIR COMMAND [ARGS...]
+#   is_running DIR      # true while the command started for DIR is alive
+is_running() {
+    local pid
+    [[ -f $1/pid ]] || return 1
+    pid=$(cat "$1/pid")
+    kill -0 "$pid" 2>/dev/null || return 1
+    # an exited process nobody has reaped yet (a container without an init) is a zombie: not running
+    [[ ! -r /proc/$pid/stat || $(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1) != Z ]]
+}
+
 run_in_background() {
     local dir=$1
     shift
     mkdir -p "$dir"
-    if [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    if is_running "$dir"; then
         echo "already running: pid $(cat "$dir/pid") (log: $dir/log.txt)"
         return 0
     fi

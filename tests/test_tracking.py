@@ -194,3 +194,10 @@ def test_result_metrics_reads_the_step0_result_of_runs_logged_the_old_way(tmp_pa
         client.log_metric(new, "epoch_val_aji", v, step=step)
     client.log_metric(new, "val_aji", 0.38, step=0)
     assert result_metrics(client.get_run(new), ["val_aji"], uri) == {"val_aji": 0.38}
+
+    mixed = client.create_run(exp).info.run_id  # started the old way, resumed after the rename
+    client.log_metric(mixed, "val_aji", 0.36, step=1)
+    client.log_metric(mixed, "epoch_val_aji", 0.35, step=2)
+    client.log_metric(mixed, "val_aji", 0.39, step=0)
+    assert client.get_run(mixed).data.metrics["val_aji"] == 0.36
+    assert result_metrics(client.get_run(mixed), ["val_aji"], uri) == {"val_aji": 0.39}

@@ -280,7 +280,10 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
     if cfg.classical_baseline:
         _log_classical_baseline(parent, planned[0][1], echo)
 
-    durations: list[float] = []
+    durations: list[float] = []   # seconds of each cell trained (or resumed) and finished here
+    finished = {r.data.tags.get(CELL_TAG) for r in child_runs(parent_id, uri) if r.info.status == "FINISHED"}
+    left = sum(1 for cell, _, key in planned  # the cells still to train: what the ETA prices
+               if key not in finished and not (cell.init == "imagenet" and imagenet_reason))
     bar = progress_bar(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
         previous = find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
@@ -299,7 +302,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             result.skipped.append(cell)
             echo(f"[{i}/{len(planned)}] skipped {cell.label}: {imagenet_reason}")
             continue
-        eta = (sum(durations) / len(durations)) * (len(planned) - i + 1) if durations else None
+        eta = (sum(durations) / len(durations)) * left if durations else None
+        left -= 1
         echo(f"[{i}/{len(planned)}] {cell.label}" + (f" (about {eta / 60:.0f} min left)" if eta else ""))
         t0, trained_s = time.time(), 0.0
         try:
@@ -322,8 +326,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
-        # a cell resumed from its checkpoint takes seconds here: its cost for the ETA is its training time
-        durations.append(max(time.time() - t0, trained_s))
+            # a cell resumed from its checkpoint takes seconds here: its cost for the ETA is its training time
+            durations.append(max(time.time() - t0, trained_s))
 
 
 def _record_params(cell: Cell, fcfg, pretrain_run_id: str) -> dict[str, Any]:
@@ -346,18 +350,22 @@ def _log_classical_baseline(parent: Run, fcfg, echo) -> None:
     """The haematoxylin-Otsu references on the validation images (same mpp as the model), as instances:
     connected components (``classical_*``) and split by the distance watershed whose parameters are
     chosen on the training images, as a model's are (``classical_ws_*``). A resumed sweep whose parent
-    run has them already does not compute them again (minutes of watershed search on a CPU)."""
-    if "classical_ws_aji" in parent.get().data.metrics:
-        echo("classical baseline: already on the parent run")
-        return
+    run has them for the same images, split and mpp (tag ``classical_data``) does not compute them
+    again (minutes of watershed search on a CPU)."""
     try:
         pairs = read_pairs_manifest(fcfg.pairs, fcfg.data_root)
+        data_key = _hash({"mpp": fcfg.data.mpp, "pairs": [(p.image_id, str(p.image_path), str(p.mask_path), p.split)
+                                                          for p in pairs]})
+        if parent.get().data.tags.get("classical_data") == data_key:
+            echo("classical baseline: already on the parent run, for the same images, split and mpp")
+            return
         refs = classical_references([p for p in pairs if p.split in ("train", "")],
                                     [p for p in pairs if p.split == "val"], fcfg.data.mpp)
         parent.log_metrics({**{f"classical_{k}": v for k, v in refs["otsu"].items()},
                             **{f"classical_ws_{k}": v for k, v in refs["otsu_watershed"].items()}})
         parent.set_tags({"classical_baseline": "haematoxylin (rgb2hed) Otsu + small-object removal; "
                                               "classical_ws_*: + distance-transform watershed",
-                         "classical_ws_params": json.dumps(refs["watershed_params"], sort_keys=True)})
+                         "classical_ws_params": json.dumps(refs["watershed_params"], sort_keys=True),
+                         "classical_data": data_key})
     except HistoclrError as e:
         echo(f"classical baseline not computed: {e}")

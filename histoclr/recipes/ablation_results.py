@@ -18,7 +18,9 @@ from pathlib import Path
 
 from histoclr.ablation.report import budget_label, budget_labels, build_report
 from histoclr.docs_sections import RESULTS, write_section
-from histoclr.tracking import Run
+from histoclr.errors import HistoclrError
+from histoclr.io import atomic_save
+from histoclr.tracking import Run, child_runs
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
@@ -33,7 +35,7 @@ def paired_differences(runs, metric: str = "val_aji"):
     out = [{"init": init, "freeze": freeze, "label_fraction": lf, "mean": d.mean(), "min": d.min(),
             "max": d.max(), "positive": int((d > 0).sum()), "n": int(d.size)}
            for (init, freeze, lf), d in by_seed.groupby(["init", "freeze", "label_fraction"], sort=False)["diff"]]
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=["init", "freeze", "label_fraction", "mean", "min", "max", "positive", "n"])
 
 
 def paired_by_seed(runs, metric: str = "val_aji"):
@@ -101,12 +103,17 @@ def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label:
 
 def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = None) -> str:
     """How far the sweep is: ``12 of 54 cells finished; ... provisional`` while it runs (or when it
-    stopped short), ``54 of 54 cells finished`` once done."""
+    stopped short), ``54 of 54 cells finished`` once done. Cells recorded as skipped (the ImageNet
+    arm offline) are not counted as cells to finish."""
     run = Run.attach(parent_run_id, tracking_uri).get()
     status, tags = run.info.status, run.data.tags
-    total = tags.get("cells_total")
-    text = f"{finished} of {total} cells finished" if total else f"{finished} cells finished"
-    if status == "RUNNING" or (total and finished < int(total)):
+    skipped = sum(1 for r in child_runs(parent_run_id, tracking_uri)
+                  if r.info.status == "FINISHED" and r.data.tags.get("skipped") == "true")
+    total = int(tags["cells_total"]) - skipped if tags.get("cells_total") else None
+    text = f"{finished} of {total} cells finished" if total is not None else f"{finished} cells finished"
+    if skipped:
+        text += f" ({skipped} more recorded as skipped)"
+    if status == "RUNNING" or (total is not None and finished < total):
         text += "; the sweep is still running or was stopped part-way, so every number here is provisional"
     return text
 
@@ -115,7 +122,7 @@ def pretraining_step(init: str) -> int | None:
     """0 for random init, the step of a ``simclr:...backbone_stepNNNNNN.pt`` snapshot, else None."""
     if init == "random":
         return 0
-    m = re.search(r"step0*(\d+)", init) if init.startswith("simclr:") else None
+    m = re.search(r"step0*(\d+)", Path(init.split(":", 1)[1]).stem) if init.startswith("simclr:") else None
     return int(m.group(1)) if m else None
 
 
@@ -220,6 +227,13 @@ def _short(init: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except HistoclrError as e:  # no finished cells yet, unknown experiment, ...: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
+
+
+def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="histoclr-ablation")
     ap.add_argument("--tracking-uri", default=None)
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     img.mkdir(parents=True, exist_ok=True)
     pics = []
     for f in rep.files[3:]:
-        shutil.copyfile(f, img / f.name)
+        atomic_save(img / f.name, lambda tmp, src=f: shutil.copyfile(src, tmp))
         pics.append(f"![{f.stem}](img/{args.img}/{f.name})")
     if snapshots:
         plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png", budgets=budgets)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from histoclr.io import atomic_write_text
+from histoclr.errors import HistoclrError
+from histoclr.io import atomic_save, atomic_write_text
 
 SECTION = "Long dense SimCLR pretraining (CPU)"
 HOLDOUT_METRICS = ("holdout_top1", "holdout_top1_random", "holdout_mean_rank", "holdout_mean_rank_random",
@@ -177,7 +179,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
 
     for name in ("config.yaml", "dense_manifest.json"):
         if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
+            atomic_save(out / name, lambda tmp, src=run_dir / name: shutil.copyfile(src, tmp))
     atomic_write_text(out / "log_tail.txt", log_tail(run_dir / "log.txt"))
     pictures = []
     if table:
@@ -187,7 +189,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
         if not src.is_file():  # the last step's checks are the run's end-of-run diagnostics
             src = run_dir / "diagnostics" / "embedding_map.png"
         if src.is_file():
-            shutil.copyfile(src, out / f"embedding_map_step{s.step:06d}.png")
+            atomic_save(out / f"embedding_map_step{s.step:06d}.png", lambda tmp, src=src: shutil.copyfile(src, tmp))
             pictures.append(f"embedding_map_step{s.step:06d}.png")
 
     cfg = {}
@@ -197,8 +199,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     max_steps = int(cfg.get("train", {}).get("max_steps", 0)) or None
     finished = step is not None and max_steps is not None and step >= max_steps
-    state = ("finished" if finished else "in progress")
-    lines = [f"# The long dense pretraining run ({state})", "",
+    lines = [f"# The long dense pretraining run ({'finished' if finished else 'in progress'})", "",
              (f"Run directory `{run_dir}` (weights not in git), MLflow run `{run_id or 'unknown'}`. "
               f"Last checkpoint: step **{step if step is not None else 'none'}**"
               + (f" of {max_steps}" if max_steps else "") + "."), "",
@@ -226,6 +227,13 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except HistoclrError as e:  # no run there, a corrupt snapshot, a run missing from the store: one line
+        raise SystemExit(f"error: {e}") from None
+
+
+def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="runs/pretrain_dense_cpu")
     ap.add_argument("--out", default="docs/pretrain_dense_cpu_run")
@@ -234,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write ('' for none)")
     args = ap.parse_args(argv)
     state = read_run(Path(args.run_dir), args.tracking_uri)
+    if not state.snaps or not state.run_id:  # a mistyped --run-dir must not overwrite the record with a blank one
+        raise HistoclrError(f"{args.run_dir}: no backbone snapshots naming their MLflow run (snapshots/"
+                            "backbone_step*.pt): is this a pretraining run directory?")
     readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state)
     print(readme.read_text())
     if args.section:
@@ -243,8 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         rel = os.path.relpath(Path(args.out).resolve(), RESULTS.parent)
         body = [run_summary(Path(args.run_dir)), "", (f"`{args.run_dir}`, MLflow run `{run_id}`; last checkpoint step {state.step}. "
                 f"The whole record (config, dense manifest, log tail, embedding maps, how to resume): "
-                f"[{rel}/]({rel}/README.md)."), "", *checks_table(table), "",
-                f"![held-out checks against the step]({rel}/holdout_vs_step.png)"]
-        command = " ".join(["python pipelines/pretrain_record.py", *(argv if argv is not None else sys.argv[1:])])
+                f"[{rel}/]({rel}/README.md)."), "", *checks_table(table)]
+        if table:  # the plot exists only with checks to draw
+            body += ["", f"![held-out checks against the step]({rel}/holdout_vs_step.png)"]
+        command = shlex.join(["python", "pipelines/pretrain_record.py", *(argv if argv is not None else sys.argv[1:])])
         write_section(args.section, "\n".join(body), command, doc=RESULTS)
         print(f"wrote {RESULTS}, section {args.section!r}")

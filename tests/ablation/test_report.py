@@ -38,6 +38,10 @@ def test_mixed_image_counts_fall_back_to_the_fraction(tmp_path):
     summary = summarize(runs)
     assert budget_ticks(summary)[1][0] == "10%"
     assert plot_budget_curves(summary, {"aji": 0.3}, tmp_path / "aji.png", "val_aji").stat().st_size > 0
+    other = _runs()                       # every seed of one arm agrees on 3, the other arms on 1
+    first = other["init"].iloc[0]
+    other.loc[(other["label_fraction"] == 0.1) & (other["init"] == first), "num_labeled"] = "3"
+    assert budget_ticks(summarize(other))[1][0] == "10%"
 
 
 def test_legend_names_tell_snapshots_apart():

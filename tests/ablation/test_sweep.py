@@ -95,7 +95,7 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
     # re-running the same sweep: finished and skipped cells are not run again, failed ones are retried
     said = []
     res2 = run_sweep(cfg, tracking_uri=uri, echo=said.append)
-    assert "classical baseline: already on the parent run" in said  # not computed again on resume
+    assert any(x.startswith("classical baseline: already on the parent run") for x in said)  # not recomputed
     assert len(client.get_metric_history(res.parent_run_id, "classical_ws_aji")) == 1
     assert res2.parent_run_id == res.parent_run_id
     assert len(res2.reused) == 4 and len(res2.skipped) == 2 and len(res2.failed) == 2
@@ -237,19 +237,45 @@ def test_ablate_prints_the_runs_link_and_the_registered_model(monkeypatch, tmp_p
 
 def test_eta_counts_a_resumed_cells_training_time(tmp_path):
     """A cell resumed from its checkpoint returns at once; the ETA still prices cells at their
-    training time (``train_time_s``), not at the seconds the resumed one took."""
+    training time (``train_time_s``), not at the seconds the resumed one took, and counts only the
+    cells still to train (not the ImageNet arm recorded as skipped offline)."""
     pairs = write_synthetic_pairs(tmp_path / "data")
     ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "out_dir": str(tmp_path / "ft"),
           "model": {"encoder": "resnet18"}, "data": {"mpp": None, "crop_size": 64}}
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
     sweep = {"experiment": "eta", "sweep_name": "eta", "finetune_config": str(tmp_path / "ft.yaml"),
-             "inits": ["random"], "freezes": ["none"], "label_fractions": [1.0], "seeds": [0, 1, 2],
+             "inits": ["random", "imagenet"], "freezes": ["none"], "label_fractions": [1.0], "seeds": [0, 1, 2],
              "out_dir": str(tmp_path / "ablation"), "classical_baseline": False, "register_as": None}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     said = []
     res = run_sweep(load_config(AblationConfig, tmp_path / "sweep.yaml"),
                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", echo=said.append,
                     cell_runner=lambda fcfg, **kw: {"train_time_s": 600.0})
-    assert len(res.finished) == 3
-    starts = [s for s in said if s.startswith("[")]
+    assert len(res.finished) == 3 and len(res.skipped) == 3
+    starts = [s for s in said if s.startswith("[") and "skipped" not in s]
     assert starts[1].endswith("(about 20 min left)") and starts[2].endswith("(about 10 min left)"), starts
+
+
+def test_classical_baseline_is_reused_only_for_the_same_data(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.ablation.sweep import _log_classical_baseline
+    from histoclr.tracking import Run
+
+    pairs = write_synthetic_pairs(tmp_path / "data")
+    ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "data": {"mpp": None, "crop_size": 64}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    from histoclr.config.seg import FinetuneConfig
+
+    fcfg = load_config(FinetuneConfig, tmp_path / "ft.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("baseline")).info.run_id
+    parent, said = Run.attach(run_id, uri), []
+    _log_classical_baseline(parent, fcfg, said.append)
+    _log_classical_baseline(parent, fcfg, said.append)          # resumed: the same data
+    assert len(client.get_metric_history(run_id, "classical_ws_aji")) == 1 and len(said) == 1
+    lines = pairs.read_text().splitlines()
+    pairs.write_text("\n".join(lines[:-1]) + "\n")              # one image fewer: computed again
+    _log_classical_baseline(parent, fcfg, said.append)
+    assert len(client.get_metric_history(run_id, "classical_ws_aji")) == 2

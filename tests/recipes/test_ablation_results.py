@@ -137,3 +137,36 @@ def test_budgets_are_named_by_their_image_count_where_it_is_known():
         "\n".join(by_seed_table(paired_by_seed(runs, "val_aji"), budgets=budgets))
     mixed = runs.assign(num_labeled=["1", "2", "1", "1", "1", "1", "", ""])
     assert budget_labels(mixed)[0.1] == "10%"  # seeds disagree on the count: only the share is certain
+
+
+def test_nothing_to_pair_gives_empty_tables_not_a_crash():
+    last = "simclr:/r/backbone_step002000.pt"
+    runs = _sweep_rows({(last, "none", 0.1): [0.35, 0.34]})  # the random arm has not finished (or failed)
+    diffs = paired_differences(runs, "val_aji")
+    assert diffs.empty and "mean" in diffs.columns
+    assert target_verdict(diffs, last) == []
+
+
+def test_sweep_state_does_not_count_skipped_cells_as_missing(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.recipes.ablation_results import sweep_state
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sweep")
+    parent = client.create_run(exp, tags={"cells_total": "3"}).info.run_id
+    skipped = client.create_run(exp, tags={"mlflow.parentRunId": parent, "skipped": "true"}).info.run_id
+    client.set_terminated(skipped, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    assert sweep_state(parent, 2, uri) == "2 of 2 cells finished (1 more recorded as skipped)"
+    assert "provisional" in sweep_state(parent, 1, uri)
+
+
+def test_results_command_without_a_sweep_is_one_line(capsys):
+    from histoclr.recipes.ablation_results import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--experiment", "no-such-sweep", "--no-doc"])
+    assert str(e.value).startswith("error: no MLflow experiment named 'no-such-sweep'")
+    assert "\n" not in str(e.value)

@@ -73,3 +73,17 @@ def test_run_summary_names_model_views_and_data(tmp_path):
     assert "120 px tissue crops at 0.25 µm/px" in text and "from 25 images and slides (2.05 mm²" in text
     assert "3 held out" in text and "3 validation images of the segmentation split excluded" in text
     assert run_summary(tmp_path / "missing") == ""
+
+
+def test_a_folder_without_snapshots_is_one_line_and_overwrites_nothing(tmp_path):
+    import pytest
+
+    from histoclr.recipes.pretrain_record import main
+
+    (tmp_path / "doc").mkdir()
+    (tmp_path / "doc" / "README.md").write_text("the good record")
+    with pytest.raises(SystemExit) as e:
+        main(["--run-dir", str(tmp_path / "runs" / "typo"), "--out", str(tmp_path / "doc"), "--section", ""])
+    assert str(e.value).startswith(f"error: {tmp_path / 'runs' / 'typo'}: no backbone snapshots")
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "doc" / "README.md").read_text() == "the good record"

@@ -1,0 +1,86 @@
+"""The background starters of the long runs (pipelines/background.sh, pretrain_long.sh), run as a
+user runs them, on a copy of the scripts with a stand-in interpreter: start, "already running"
+while alive, and "finished" only once the end-of-run checks are newer than the last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "pipelines").mkdir(parents=True)
+    for name in ("background.sh", "pretrain_long.sh"):
+        shutil.copy(REPO / "pipelines" / name, root / "pipelines" / name)
+    python = root / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/usr/bin/env bash\necho "$@" >> "$(dirname "$0")/../../calls.txt"\nsleep 3\n')
+    python.chmod(0o755)
+    return root
+
+
+def _wait_dead(pid: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return  # exited; a container without an init may never reap it
+        time.sleep(0.1)
+    raise AssertionError(f"pid {pid} still alive after {timeout} s")
+
+
+def _start(root: Path) -> str:
+    out = subprocess.run(["bash", "pipelines/pretrain_long.sh"], cwd=root, capture_output=True, text=True,
+                         timeout=30, check=True)
+    return out.stdout.strip()
+
+
+def test_pretrain_long_starts_reports_running_and_stops_once_finished(tmp_path):
+    root = _tree(tmp_path)
+    run = root / "runs" / "pretrain_dense_cpu"
+
+    said = _start(root)
+    assert said.startswith("started: pid ") and (run / "pid").is_file()
+    assert _start(root).startswith("already running: pid ")
+    _wait_dead(int((run / "pid").read_text()))
+    assert (root / "calls.txt").read_text().split() == ["-m", "histoclr", "pretrain", "-c",
+                                                        "configs/pretrain/cpu.yaml", "--resume", "auto"]
+
+    # killed after the last checkpoint but before its end-of-run checks: resumed, not "finished"
+    (run / "checkpoints").mkdir()
+    (run / "diagnostics").mkdir()
+    (run / "diagnostics" / "diagnostics.json").write_text("{}")
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    os.utime(run / "diagnostics" / "diagnostics.json", (time.time() - 60, time.time() - 60))
+    assert _start(root).startswith("started: pid ")
+    pid = int((run / "pid").read_text())
+    os.kill(pid, 15)
+    _wait_dead(pid)
+
+    os.utime(run / "checkpoints" / "last.pt", (time.time() - 30, time.time() - 30))
+    (run / "diagnostics" / "diagnostics.json").write_text("{}")  # the checks ran after the checkpoint
+    assert _start(root).startswith("finished: ")
+
+
+def test_an_exited_but_unreaped_process_is_not_running(tmp_path):
+    child = subprocess.Popen(["true"])  # not waited for: a zombie until reaped
+    deadline = time.time() + 10
+    stat = Path(f"/proc/{child.pid}/stat")
+    while time.time() < deadline and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.05)
+    (tmp_path / "pid").write_text(str(child.pid))
+    check = f"source {REPO / 'pipelines' / 'background.sh'}; is_running {tmp_path} && echo alive || echo gone"
+    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True).stdout.strip() == "gone"
+    (tmp_path / "pid").write_text(str(os.getpid()))  # this test's own process: alive
+    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True).stdout.strip() == "alive"
+    child.wait()
