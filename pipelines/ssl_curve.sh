@@ -8,8 +8,7 @@
 #   bash pipelines/ssl_curve.sh                        # start or resume
 #   grep -E "^\[|cell" runs/ssl_curve/log.txt | tail   # cells done so far
 #   kill "$(cat runs/ssl_curve/pid)"                   # stop (re-run the script to resume)
-# Then: python pipelines/ablation_results.py --experiment histoclr-ssl-curve --section "SSL curve (CPU)" \
-#         --img ssl_curve --command "histoclr ablate configs/ablation/ssl_curve_cpu.yaml"
+# Then (or meanwhile, provisional): bash pipelines/ssl_curve_results.sh   # docs/results.md section + plots
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for step in 000250 002000; do

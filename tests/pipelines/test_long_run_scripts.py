@@ -80,7 +80,7 @@ def test_an_exited_but_unreaped_process_is_not_running(tmp_path):
         time.sleep(0.05)
     (tmp_path / "pid").write_text(str(child.pid))
     check = f"source {REPO / 'pipelines' / 'background.sh'}; is_running {tmp_path} && echo alive || echo gone"
-    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True).stdout.strip() == "gone"
+    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "gone"
     (tmp_path / "pid").write_text(str(os.getpid()))  # this test's own process: alive
-    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True).stdout.strip() == "alive"
+    assert subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "alive"
     child.wait()
