@@ -167,6 +167,14 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
         save(tmp)
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy the file ``src`` to ``dst`` atomically: an interrupted copy leaves the old ``dst``."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -107,3 +107,17 @@ def test_atomic_writes_get_the_mode_of_a_plain_file(tmp_path, monkeypatch, umask
     monkeypatch.setattr("histoclr.io._UMASK", umask)  # the umask the process started with
     atomic_write_text(tmp_path / "result.json", "{}")
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == mode
+
+
+def test_atomic_copy_copies_and_a_failed_copy_keeps_the_old_file(tmp_path):
+    from histoclr.io import atomic_copy
+
+    src, dst = tmp_path / "src.png", tmp_path / "out" / "dst.png"
+    dst.parent.mkdir()
+    dst.write_bytes(b"old")
+    src.write_bytes(b"new picture")
+    atomic_copy(src, dst)
+    assert dst.read_bytes() == b"new picture"
+    with pytest.raises(FileNotFoundError):
+        atomic_copy(tmp_path / "missing.png", dst)
+    assert dst.read_bytes() == b"new picture" and list(dst.parent.iterdir()) == [dst]

@@ -106,8 +106,7 @@ def budget_ticks(summary) -> tuple[list[float], list[str]]:
     """x positions (label fraction in %) and their labels: "2 img\\n(20%)" when the images are known."""
     pos, names = [], []
     for lf, d in summary.groupby("label_fraction", sort=True):
-        counts = {c for c in d.get("num_labeled", []) if c}
-        n = counts.pop() if len(counts) == 1 else ""   # as budget_labels: only a count every cell agrees on
+        n = _one_count(d.get("num_labeled", []))   # as budget_labels: only a count every cell agrees on
         pos.append(float(lf) * 100)
         names.append(budget_label(lf, n).replace(" (", "\n("))
     return pos, names

@@ -281,12 +281,15 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
         _log_classical_baseline(parent, planned[0][1], echo)
 
     durations: list[float] = []   # seconds of each cell trained (or resumed) and finished here
-    finished = {r.data.tags.get(CELL_TAG) for r in child_runs(parent_id, uri) if r.info.status == "FINISHED"}
+    by_key: dict[str, list] = {}   # the parent's children (one query), by cell
+    for r in child_runs(parent_id, uri):
+        by_key.setdefault(r.data.tags.get(CELL_TAG), []).append(r)
     left = sum(1 for cell, _, key in planned  # the cells still to train: what the ETA prices
-               if key not in finished and not (cell.init == "imagenet" and imagenet_reason))
+               if not any(r.info.status == "FINISHED" for r in by_key.get(key, []))
+               and not (cell.init == "imagenet" and imagenet_reason))
     bar = progress_bar(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
-        previous = find_runs(cfg.experiment, uri, tags={CELL_TAG: key}, parent_run_id=parent_id)
+        previous = by_key.get(key, [])
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:
             (result.skipped if done.data.tags.get("skipped") == "true" else result.reused).append(cell)

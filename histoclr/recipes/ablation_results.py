@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 from pathlib import Path
 
 from histoclr.ablation.report import budget_label, budget_labels, build_report
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.errors import HistoclrError
-from histoclr.io import atomic_save
+from histoclr.io import atomic_copy
 from histoclr.tracking import Run, child_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,7 +284,7 @@ def _main(argv: list[str] | None) -> None:
     img.mkdir(parents=True, exist_ok=True)
     pics = []
     for f in rep.files[3:]:
-        atomic_save(img / f.name, lambda tmp, src=f: shutil.copyfile(src, tmp))
+        atomic_copy(f, img / f.name)
         pics.append(f"![{f.stem}](img/{args.img}/{f.name})")
     if snapshots:
         plot_snapshot_curve(curve, img / "aji_vs_pretraining_step.png", budgets=budgets)

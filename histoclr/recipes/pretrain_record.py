@@ -15,13 +15,12 @@ import argparse
 import os
 import re
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from histoclr.errors import HistoclrError
-from histoclr.io import atomic_save, atomic_write_text
+from histoclr.io import atomic_copy, atomic_write_text
 
 SECTION = "Long dense SimCLR pretraining (CPU)"
 HOLDOUT_METRICS = ("holdout_top1", "holdout_top1_random", "holdout_mean_rank", "holdout_mean_rank_random",
@@ -179,7 +178,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
 
     for name in ("config.yaml", "dense_manifest.json"):
         if (run_dir / name).is_file():
-            atomic_save(out / name, lambda tmp, src=run_dir / name: shutil.copyfile(src, tmp))
+            atomic_copy(run_dir / name, out / name)
     atomic_write_text(out / "log_tail.txt", log_tail(run_dir / "log.txt"))
     pictures = []
     if table:
@@ -189,7 +188,7 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
         if not src.is_file():  # the last step's checks are the run's end-of-run diagnostics
             src = run_dir / "diagnostics" / "embedding_map.png"
         if src.is_file():
-            atomic_save(out / f"embedding_map_step{s.step:06d}.png", lambda tmp, src=src: shutil.copyfile(src, tmp))
+            atomic_copy(src, out / f"embedding_map_step{s.step:06d}.png")
             pictures.append(f"embedding_map_step{s.step:06d}.png")
 
     cfg = {}
