@@ -201,18 +201,20 @@ def save_tagged(path: str | os.PathLike, fmt: str, version: int, payload: Mappin
 
 
 def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint: str, *,
-                upgrades: Mapping[int, Callable[[dict], dict]] | None = None) -> dict:
+                upgrades: Mapping[int, Callable[[dict], dict]] | None = None, mmap: bool = False) -> dict:
     """Load a file written by :func:`save_tagged` with format ``fmt`` (CPU, weights only).
 
     ``what`` names the expected file ("backbone file"), ``hint`` says how to get one.
     ``upgrades[v](payload) -> payload`` reads an older version ``v`` (the result must be ``version``).
+    ``mmap=True`` maps the tensors' storage instead of reading it: cheap when only the small entries
+    (the metadata) are wanted.
 
     Raises:
         histoclr.errors.InputFileError: one line naming the file and what was expected, whatever
             the file holds (missing, empty, random bytes, truncated, another histoclr format,
             another version).
     """
-    payload = read_torch_file(path, what, hint)
+    payload = read_torch_file(path, what, hint, mmap=mmap)
     other = payload.get("format") if isinstance(payload, dict) else None
     if other != fmt:
         if other in FORMAT_NAMES:
@@ -232,9 +234,10 @@ def load_tagged(path: str | os.PathLike, fmt: str, version: int, what: str, hint
     return payload
 
 
-def read_torch_file(path: str | os.PathLike, what: str, hint: str) -> Any:
-    """``torch.load`` (CPU, weights only) with one :class:`InputFileError` naming the file and
-    what was expected for a missing, empty, truncated or foreign file (tagged or not)."""
+def read_torch_file(path: str | os.PathLike, what: str, hint: str, *, mmap: bool = False) -> Any:
+    """``torch.load`` (CPU, weights only; ``mmap``: storage mapped, not read) with one
+    :class:`InputFileError` naming the file and what was expected for a missing, empty, truncated
+    or foreign file (tagged or not)."""
     import torch  # heavy; see save_tagged
 
     path = Path(path)
@@ -246,7 +249,7 @@ def read_torch_file(path: str | os.PathLike, what: str, hint: str) -> Any:
     if size == 0:
         raise InputFileError(path, f"empty file; expected {_a(what)}; {hint}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001  torch raises many types for foreign/truncated files
         if not zipfile.is_zipfile(path):
             raise InputFileError(path, f"not {_a(what)}: not a complete PyTorch file ({size} bytes; "

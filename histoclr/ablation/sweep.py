@@ -148,7 +148,7 @@ def resolve_init(init: str, tracking_uri: str, cache_dir: Path) -> tuple[str, st
     ref = init.split(":", 1)[1]
     path = Path(ref)
     if path.is_file():
-        return f"simclr:{path.resolve()}", str(load_backbone(path).metadata.get("run_id") or "none")
+        return f"simclr:{path.resolve()}", str(load_backbone(path, weights=False).metadata.get("run_id") or "none")
     if not run_exists(ref, tracking_uri):
         raise HistoclrError(f"{init}: neither a backbone file nor an MLflow run id in this tracking store")
     found = find_artifact(ref, "backbone.pt", tracking_uri)

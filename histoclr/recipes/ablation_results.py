@@ -1,8 +1,9 @@
 """Write the ablation's section of docs/results.md from a finished (or partly finished) sweep.
 
-Runs `histoclr report` on the sweep (tables + plots, logged on its parent run), copies the plots to
-docs/img/ablation_cpu/, adds the paired comparison the question needs (SimCLR minus random init,
-same freeze / budget / seed, so the label subset and crops are the same) and writes the section
+Runs `histoclr report` on the sweep (tables + plots, logged on its parent run), copies the plots and
+every cell's row (``cells.csv``) to docs/img/ablation_cpu/, adds the paired comparison the question
+needs (SimCLR minus random init, same freeze / budget / seed, so the label subset and crops are the
+same) and writes the section
 "Ablation: SimCLR vs random init x freezing x label budget (CPU)" with the exact commands.
 
     python pipelines/ablation_results.py --tracking-uri sqlite:////work/main/mlflow.db \
@@ -282,6 +283,7 @@ def _main(argv: list[str] | None) -> None:
 
     img = REPO / "docs" / "img" / args.img
     img.mkdir(parents=True, exist_ok=True)
+    atomic_copy(rep.files[0], img / "cells.csv")   # every cell's numbers stay in git; runs/ and the store need not
     pics = []
     for f in rep.files[3:]:
         atomic_copy(f, img / f.name)
@@ -315,7 +317,8 @@ def _main(argv: list[str] | None) -> None:
     ]
     if args.note:
         body += ["", args.note]
-    body += ["", *pics]
+    body += ["", (f"Every cell, one row per MLflow child run (run id, init, freeze, budget, seed and its "
+                  f"results): [cells.csv](img/{args.img}/cells.csv)."), "", *pics]
     write_section(args.section, "\n".join(body), args.command, doc=RESULTS)
     print(f"wrote {RESULTS}")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histoclr.errors import HistoclrError
-from histoclr.io import atomic_copy, atomic_write_text
+from histoclr.io import atomic_copy, atomic_write_text, sha256_file
 
 SECTION = "Long dense SimCLR pretraining (CPU)"
 HOLDOUT_METRICS = ("holdout_top1", "holdout_top1_random", "holdout_mean_rank", "holdout_mean_rank_random",
@@ -33,16 +33,19 @@ class Snapshot:
     path: Path
     run_id: str
     git_commit: str
+    sha256: str       # of the file: a rerun on a fresh work tree can be checked against the record
 
 
 def snapshots(run_dir: Path) -> list[Snapshot]:
-    """The run's backbone snapshots (``snapshots/backbone_step*.pt``), by step."""
+    """The run's backbone snapshots (``snapshots/backbone_step*.pt``), by step (metadata only: the
+    weights are memory-mapped, not read)."""
     from histoclr.ssl.model import load_backbone
 
     out = []
     for p in sorted((run_dir / "snapshots").glob("backbone_step*.pt")):
-        meta = load_backbone(p).metadata
-        out.append(Snapshot(int(meta["step"]), p, str(meta.get("run_id", "")), str(meta.get("git_commit", ""))))
+        meta = load_backbone(p, weights=False).metadata
+        out.append(Snapshot(int(meta["step"]), p, str(meta.get("run_id", "")), str(meta.get("git_commit", "")),
+                            sha256_file(p)))
     return sorted(out, key=lambda s: s.step)
 
 
@@ -103,20 +106,19 @@ def checks_table(table: dict[int, dict[str, float]]) -> list[str]:
     return lines
 
 
-def log_tail(log: Path, lines: int = 12) -> str:
-    """The last ``lines`` lines of a tqdm log, each carriage-return redraw as its own line."""
-    if not log.is_file():
-        return ""
-    text = log.read_text(errors="replace").replace("\r", "\n")
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:]) + "\n"
+def read_log(log: Path) -> str:
+    """A tqdm log's text, each carriage-return redraw on its own line ("" without the file)."""
+    return log.read_text(errors="replace").replace("\r", "\n") if log.is_file() else ""
 
 
-def log_facts(log: Path) -> tuple[list[int], float | None]:
-    """From a pretraining log: the steps it was resumed at (``--resume auto`` lines) and the median
-    seconds per step over all its progress lines (``None`` without any)."""
-    if not log.is_file():
-        return [], None
-    text = log.read_text(errors="replace").replace("\r", "\n")
+def log_tail(text: str, lines: int = 12) -> str:
+    """The last ``lines`` non-blank lines of a log's text (:func:`read_log`)."""
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:]) + "\n" if text else ""
+
+
+def log_facts(text: str) -> tuple[list[int], float | None]:
+    """From a pretraining log's text (:func:`read_log`): the steps it was resumed at (``--resume
+    auto`` lines) and the median seconds per step over all its progress lines (``None`` without any)."""
     resumes = [int(m) for m in re.findall(r"resume: .*starting at step (\d+)", text)]
     rates = sorted(float(m) for m in re.findall(r"([\d.]+)s/step", text))
     return [r for r in resumes if r > 0], (rates[len(rates) // 2] if rates else None)
@@ -179,7 +181,8 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
     for name in ("config.yaml", "dense_manifest.json"):
         if (run_dir / name).is_file():
             atomic_copy(run_dir / name, out / name)
-    atomic_write_text(out / "log_tail.txt", log_tail(run_dir / "log.txt"))
+    log = read_log(run_dir / "log.txt")
+    atomic_write_text(out / "log_tail.txt", log_tail(log))
     pictures = []
     if table:
         pictures.append(plot_holdout(table, out / "holdout_vs_step.png").name)
@@ -203,10 +206,12 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
               f"Last checkpoint: step **{step if step is not None else 'none'}**"
               + (f" of {max_steps}" if max_steps else "") + "."), "",
              ("Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
-              "step, the run, the git commit and the dense manifest):"), ""]
-    lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]})" for s in snaps] or ["- none yet"]
+              "step, the run, the git commit and the dense manifest; the sha256 tells whether a rerun on a "
+              "fresh work tree made the same file):"), ""]
+    lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]}, sha256 `{s.sha256}`)"
+              for s in snaps] or ["- none yet"]
     lines += ["", *checks_table(table)]
-    resumes, s_per_step = log_facts(run_dir / "log.txt")
+    resumes, s_per_step = log_facts(log)
     lines += [""] + [f"![{p}]({p})" for p in pictures]
     if s_per_step is not None:
         lines += ["", f"From `log.txt`: median {s_per_step:.2f} s a step over its progress lines; "

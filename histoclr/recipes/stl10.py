@@ -135,7 +135,7 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
     if imagenet[0] is not None:
         arm_encoder("imagenet", cfg, None, imagenet)  # a mismatched weights file fails here, not mid-run
     if "simclr" in e.arms and cfg.pretrain.backbone:
-        arch = load_backbone(cfg.pretrain.backbone).arch
+        arch = load_backbone(cfg.pretrain.backbone, weights=False).arch
         if arch != p.model.arch:
             raise InputFileError(cfg.pretrain.backbone, f"a {arch} backbone, but the arms compare "
                                  f"{p.model.arch}; set pretrain.model.arch={arch}")
@@ -148,7 +148,7 @@ def run(cfg: STL10Config, echo: Callable[[str], None] = print) -> dict:
         if "simclr" in e.arms:
             if cfg.pretrain.backbone:
                 backbone_path = Path(cfg.pretrain.backbone)
-                pretrain_run = load_backbone(backbone_path).metadata.get("run_id")
+                pretrain_run = load_backbone(backbone_path, weights=False).metadata.get("run_id")
                 echo(f"reusing backbone {backbone_path} (pretraining run {pretrain_run})")
             else:
                 backbone_path, pretrain_run = pretrain(cfg, pid)

@@ -99,15 +99,16 @@ def save_backbone(path: str | Path, encoder: nn.Module, arch: str,
                        {"arch": arch, "state_dict": state, "metadata": dict(metadata or {})})
 
 
-def load_backbone(path: str | Path) -> Backbone:
-    """Read a backbone file written by :func:`save_backbone`.
+def load_backbone(path: str | Path, *, weights: bool = True) -> Backbone:
+    """Read a backbone file written by :func:`save_backbone` (``weights=False``: the tensors are
+    memory-mapped, not read, for a caller that wants only ``arch`` and ``metadata``).
 
     Raises:
         histoclr.errors.InputFileError: missing file or not a histoclr backbone file.
     """
 
     payload = load_tagged(path, BACKBONE_FORMAT, BACKBONE_VERSION, "backbone file",
-                          "write one with `histoclr pretrain` (its <out_dir>/backbone.pt)")
+                          "write one with `histoclr pretrain` (its <out_dir>/backbone.pt)", mmap=not weights)
     return Backbone(payload["arch"], payload["state_dict"], payload.get("metadata", {}))
 
 

@@ -42,7 +42,7 @@ def tiny_sweep(tmp_path, mlflow_server):
     return load_config(AblationConfig, tmp_path / "sweep.yaml"), mlflow_server
 
 
-def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
+def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     cfg, uri = tiny_sweep
@@ -114,6 +114,10 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
     logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
     assert "report/dice_vs_budget.png" in logged and "report/summary.md" in logged
 
+    # the results section (pipelines/ablation_results.py): tables, plots, and every cell's row as a CSV
+    # beside the plots, so the cells' numbers outlive runs/ and the tracking store
+    _results_section(tmp_path, uri, monkeypatch, ran)
+
     # `histoclr report` ends with the link to the experiment's runs in the model-training view
     from click.testing import CliRunner
 
@@ -125,6 +129,25 @@ def test_sweep_against_a_tracking_server(tiny_sweep, tmp_path):
     exp_id = client.get_experiment_by_name("tiny-ablation").experiment_id
     assert out.output.rstrip().endswith(
         f"MLflow runs of tiny-ablation: {uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+
+
+def _results_section(tmp_path: Path, uri: str, monkeypatch, ran) -> None:
+    import pandas as pd
+
+    from histoclr.recipes import ablation_results
+
+    doc = tmp_path / "repo" / "docs" / "results.md"
+    monkeypatch.setattr(ablation_results, "REPO", tmp_path / "repo")
+    monkeypatch.setattr(ablation_results, "RESULTS", doc)
+    ablation_results.main(["--experiment", "tiny-ablation", "--tracking-uri", uri, "--out", str(tmp_path / "r1"),
+                           "--section", "Tiny", "--img", "tiny", "--command", "histoclr ablate sweep.yaml"])
+    text = doc.read_text()
+    assert "<!-- BEGIN Tiny -->" in text and "Command: `histoclr ablate sweep.yaml`" in text
+    assert "[cells.csv](img/tiny/cells.csv)" in text and "![aji_vs_budget](img/tiny/aji_vs_budget.png)" in text
+    cells = pd.read_csv(tmp_path / "repo" / "docs" / "img" / "tiny" / "cells.csv")
+    assert sorted(cells["run_id"]) == sorted(r.info.run_id for r in ran)
+    by_id = {r.info.run_id: r.data.metrics["best_val_dice"] for r in ran}
+    assert all(abs(row.best_val_dice - by_id[row.run_id]) < 1e-9 for row in cells.itertuples())
 
 
 def _registry_round_trip(best, tmp_path: Path, uri: str) -> None:

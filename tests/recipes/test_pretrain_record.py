@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 from mlflow import MlflowClient
 
-from histoclr.io import save_tagged
-from histoclr.recipes.pretrain_record import holdout_table, log_tail, write_record
+from histoclr.io import save_tagged, sha256_file
+from histoclr.recipes.pretrain_record import holdout_table, log_tail, read_log, snapshots, write_record
 from histoclr.ssl.model import build_encoder, save_backbone
 from histoclr.ssl.trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
@@ -45,7 +45,9 @@ def test_record_lists_snapshots_checks_and_state(tmp_path):
     assert "(in progress)" in text and "step **1755** of 2000" in text and run_id in text
     assert "| 250 | 256 | 0.062 | 0.025 | 60.1 | 145.8 |" in text
     assert "| 1000 | 256 | 0.182 | 0.025 | 37.5 | 145.8 |" in text
-    assert "backbone_step001000.pt` (commit abcdef1234)" in text and text.rstrip().endswith("Speed: measured.")
+    snap = run_dir / "snapshots" / "backbone_step001000.pt"
+    assert f"backbone_step001000.pt` (commit abcdef1234, sha256 `{sha256_file(snap)}`)" in text
+    assert text.rstrip().endswith("Speed: measured.")
     assert "median 2.50 s a step" in text and "resumed from a checkpoint at steps 1735 (" in text
     assert (tmp_path / "doc" / "holdout_vs_step.png").stat().st_size > 0
     assert (tmp_path / "doc" / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
@@ -54,8 +56,22 @@ def test_record_lists_snapshots_checks_and_state(tmp_path):
 def test_log_tail_resolves_carriage_returns(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text("start\npretrain: 1/2000 a\rpretrain: 2/2000 b\rpretrain: 3/2000 c\n")
-    assert log_tail(log, lines=2) == "pretrain: 2/2000 b\npretrain: 3/2000 c\n"
-    assert log_tail(tmp_path / "missing.txt") == ""
+    assert log_tail(read_log(log), lines=2) == "pretrain: 2/2000 b\npretrain: 3/2000 c\n"
+    assert read_log(tmp_path / "missing.txt") == "" and log_tail("") == ""
+
+
+def test_snapshots_read_metadata_without_the_weights(tmp_path, monkeypatch):
+    import torch
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir, run_id = _run_dir(tmp_path, uri)
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("mmap")) or real_load(*a, **k))
+    snaps = snapshots(run_dir)
+    assert [s.step for s in snaps] == [250, 1000] and {s.run_id for s in snaps} == {run_id}
+    assert seen == [True, True]   # mapped, not read
+    assert snaps[0].sha256 == sha256_file(run_dir / "snapshots" / "backbone_step000250.pt")
 
 
 def test_run_summary_names_model_views_and_data(tmp_path):
