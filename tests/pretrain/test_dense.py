@@ -1,5 +1,5 @@
 """Dense sampling: crops only from tissue, at the requested mpp, never from an excluded image,
-the same crops for the same seed, the same sequence after a resume; snapshots for finetune-seg."""
+the same crops for the same seed, the same sequence (and weights) after a resume; snapshots for finetune-seg."""
 
 from __future__ import annotations
 
@@ -146,7 +146,9 @@ class Recorder:
 
 
 @pytest.mark.slow   # three / one tiny SimCLR runs: ~10-30 s idle, minutes on a loaded 2-core machine
-def test_resumed_run_continues_the_same_crops(images, tmp_path):
+def test_resumed_run_continues_the_same_crops_to_the_same_weights(images, tmp_path):
+    import torch
+
     from histoclr.pretrain.run import prepare_data, pretrain
 
     def run(out: str, resume=None, stop_after=None) -> list[str]:
@@ -168,6 +170,12 @@ def test_resumed_run_continues_the_same_crops(images, tmp_path):
     first = run("cut", stop_after=9)                     # killed loading the 3rd batch
     rest = run("cut", resume="auto")
     assert first[:8] == full[:8] and rest == full[8:]
+    # and it ends where the uninterrupted run ends: the same weights, bit for bit (views, optimiser,
+    # schedule and RNG states all continue from the checkpoint)
+    from histoclr.ssl.model import load_backbone
+
+    a, b = (load_backbone(tmp_path / out / "backbone.pt").state_dict for out in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     manifest = json.loads((tmp_path / "cut" / DENSE_MANIFEST).read_text())
     assert manifest["recipe"]["crops_per_epoch"] == 8 and manifest["recipe"]["seed"] == 0
 
