@@ -37,8 +37,8 @@ class Snapshot:
 
 
 def snapshots(run_dir: Path) -> list[Snapshot]:
-    """The run's backbone snapshots (``snapshots/backbone_step*.pt``), by step (metadata only: the
-    weights are memory-mapped, not read)."""
+    """The run's backbone snapshots (``snapshots/backbone_step*.pt``), by step (the weights are
+    memory-mapped, not deserialised; each file is read once, for its sha256)."""
     from histoclr.ssl.model import load_backbone
 
     out = []
