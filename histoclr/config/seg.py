@@ -113,6 +113,8 @@ class SegTrainConfig:
     overlays: int = 3                   # validation images drawn as overlay PNGs at the best epoch
     resume: bool = True                 # continue from out_dir/last.pt when it belongs to the same config
     device: str = "auto"                # auto | cpu | cuda
+    precision: str = "32"               # 32 | bf16 (autocast: CPUs with amx_bf16/avx512_bf16, GPUs)
+    channels_last: bool = False         # NHWC memory format (faster convolutions on CPU with bf16)
     threads: Optional[int] = None       # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
     sync_batchnorm: bool = False        # under torchrun on GPUs: BatchNorm statistics over the global batch
 
@@ -156,6 +158,7 @@ class FinetuneConfig:
         _choice("model.architecture", m.architecture, ARCHITECTURES)
         _choice("train.optimizer", t.optimizer, OPTIMIZERS)
         _choice("train.device", t.device, DEVICES)
+        _choice("train.precision", str(t.precision), ("32", "bf16"))
         _choice("train.select_metric", t.select_metric, SELECT_METRICS)
         _choice("model.target", m.target, TARGETS)
         _choice("postprocess.method", self.postprocess.method, ("auto",) + POSTPROCESS_METHODS)

@@ -55,7 +55,8 @@ class SegNet(nn.Module):
 
     ``forward(x: (B, 3, H, W)) -> (B, spec.out_channels, H, W)``: class logits (and, for the
     ``distance`` target, the distance regression as the last channel); ``H, W`` divisible by the
-    output stride.
+    output stride. :meth:`set_compute` runs it under bf16 autocast and/or in channels_last memory
+    format (the logits stay float32).
     """
 
     def __init__(self, spec: SegModelSpec):
@@ -72,13 +73,30 @@ class SegNet(nn.Module):
             encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=spec.output_stride,
             decoder_channels=spec.decoder_channels, classes=spec.out_channels)
         self.frozen_stages: frozenset[str] = frozenset()
+        self.autocast_dtype: torch.dtype | None = None
+        self.channels_last = False
 
     @property
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
+    def set_compute(self, precision: str = "32", channels_last: bool = False) -> "SegNet":
+        """``precision``: ``"32"`` or ``"bf16"`` (autocast: bf16 convolutions, float32 weights and
+        logits); ``channels_last``: NHWC weights and inputs (oneDNN's fast layout on CPU)."""
+        if precision not in ("32", "bf16"):
+            raise ValueError(f"precision must be '32' or 'bf16', got {precision!r}")
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.channels_last = channels_last
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.net(x)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            return self.net(x).float()
 
     def train(self, mode: bool = True) -> "SegNet":
         super().train(mode)

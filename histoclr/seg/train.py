@@ -303,6 +303,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
     model = SegNet(SegModelSpec(m.encoder, m.architecture, m.output_stride, m.classes, m.decoder_channels,
                                 m.target))
     init_info = init_encoder(model, cfg.init, cfg.imagenet_weights)
+    model.set_compute(str(t.precision), t.channels_last)
     if model_hook is not None:
         model_hook(model)
     global_batch = t.batch_size * dist.world_size     # every process takes its batch_size share

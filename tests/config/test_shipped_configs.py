@@ -13,6 +13,7 @@ from histoclr.config.pretrain import PretrainConfig
 from histoclr.config.seg import FinetuneConfig
 from histoclr.config.stl10 import STL10Config
 from histoclr.config.tile import TileConfig
+from histoclr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {"tile": TileConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
@@ -37,3 +38,10 @@ def test_ablation_cells_build_valid_finetune_configs(path):
     abl = load_config(AblationConfig, path)
     cfg = load_config(FinetuneConfig, REPO / abl.finetune_config, abl.finetune_overrides)
     cfg.validate()
+
+
+def test_finetune_precision_is_checked_and_the_cpu_config_uses_bf16_channels_last():
+    cfg = load_config(FinetuneConfig, REPO / "configs/finetune/cpu.yaml")
+    assert (str(cfg.train.precision), cfg.train.channels_last) == ("bf16", True)
+    with pytest.raises(ConfigError, match=r"train\.precision='fp16' is not one of 32, bf16"):
+        load_config(FinetuneConfig, REPO / "configs/finetune/cpu.yaml", ["train.precision=fp16"])

@@ -104,3 +104,23 @@ def test_every_architecture_with_every_target(architecture, target, channels):
     model = build_seg_model("resnet18", architecture, decoder_channels=16, target=target).eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, channels, 64, 64)
+
+
+def test_bf16_channels_last_compute_keeps_float32_logits_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_seg_model("resnet18", "deeplabv3plus", 16, 2, decoder_channels=16, target="contour").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model.set_compute("bf16", channels_last=True)
+        out = model(x)
+    assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert not torch.equal(out, ref)                           # bf16 convolutions did run
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()     # ... and agree with fp32 to bf16 precision
+    model.train()
+    out = model(x)
+    out.sum().backward()                                       # gradients flow through the autocast
+    assert model.encoder.conv1.weight.grad is not None and model.encoder.conv1.weight.grad.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        model.set_compute("fp16")
