@@ -33,8 +33,9 @@ from histoclr.ssl.loss import NTXentLoss
 from histoclr.ssl.model import SimCLRModel
 
 
-def cpu_bf16_units() -> str:
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+def cpu_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The bf16 units among the CPU flags of ``cpuinfo``: ``"amx_bf16, avx512_bf16"``, ... or ``"none"``."""
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
     units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
     return ", ".join(units) or "none"
 
@@ -52,6 +53,7 @@ def time_steps(step, steps: int, warmup: int) -> float:
 
 
 def simclr_step(precision: str):
+    """``(model, step)``: one SimCLR training step per ``step()`` call."""
     torch.manual_seed(0)
     model = SimCLRModel("resnet18", hidden_dim=512, out_dim=128)
     loss_fn = NTXentLoss(temperature=0.2)
@@ -68,7 +70,7 @@ def simclr_step(precision: str):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return step
+    return model, step
 
 
 def seg_model(precision: str):
@@ -78,6 +80,7 @@ def seg_model(precision: str):
 
 
 def finetune_step(precision: str):
+    """``(model, step)``: one fine-tuning step per ``step()`` call."""
     model = seg_model(precision).train()
     loss_fn = build_loss("contour")
     x = torch.randn(8, 3, 192, 192)
@@ -89,17 +92,18 @@ def finetune_step(precision: str):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return step
+    return model, step
 
 
 def inference_step(precision: str):
+    """``(model, step)``: one batch of validation inference per ``step()`` call."""
     model = seg_model(precision).eval()
     x = torch.randn(4, 3, 192, 192)
 
     def step():
         with torch.inference_mode():
             model(x)
-    return step
+    return model, step
 
 
 def main(argv=None) -> int:
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
     for name, make in (("SimCLR step, 2 x 64 views of 96 px", simclr_step),
                        ("fine-tuning step, 8 crops of 192 px", finetune_step),
                        ("validation inference, 4 windows of 192 px", inference_step)):
-        t = {p: time_steps(make(p), args.steps, args.warmup) for p in ("32", "bf16")}
+        t = {p: time_steps(make(p)[1], args.steps, args.warmup) for p in ("32", "bf16")}
         rows.append(f"| {name} | {t['32']:.3f} | {t['bf16']:.3f} | {t['32'] / t['bf16']:.2f} |")
         print(rows[-1], flush=True)
     text = (f"bf16 units of this CPU: {cpu_bf16_units()}; torch {torch.__version__}, "
