@@ -1,9 +1,12 @@
 """`histoclr ablate`: run a grid of fine-tuning cells as child runs of one MLflow parent run.
 
-Resumable: a cell is identified by a hash of its full fine-tuning config; re-running the same
-sweep skips cells whose child run FINISHED and reruns failed or unfinished ones. A failing cell is
-marked FAILED with its error as a tag and does not stop the others. Arms that cannot run here
-(``imagenet`` without weights) become FINISHED children tagged ``skipped=true`` with the reason.
+Resumable: a cell is identified by a hash of its full fine-tuning config (a SimCLR init by its
+file's sha256); re-running the same sweep skips cells whose child run FINISHED and reruns failed or
+unfinished ones. A failing cell is marked FAILED with its error as a tag and does not stop the
+others. Arms that cannot run here (``imagenet`` without weights) become FINISHED children tagged
+``skipped=true`` with the reason. With ``records_dir`` set, finished cells are also written as JSON
+records for git, and a sweep on a fresh MLflow store restores them instead of training them again
+(:mod:`histoclr.ablation.records`).
 
 Runs are named for what they are: the parent by ``sweep_name``, each cell
 ``init=... freeze=... labels=... seed=...`` (:func:`histoclr.seg.naming.finetune_run_name`), and
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from histoclr.ablation.records import RESTORED_TAG, init_sha256, restore_records, write_records
 from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.ablation import AblationConfig
 from histoclr.config.seg import FinetuneConfig
@@ -133,11 +137,15 @@ def cell_config(cfg: AblationConfig, cell: Cell, overrides: Sequence[str], track
 
 
 def cell_key(fcfg) -> str:
-    """Hash of everything that changes a cell's result (not where it logs or writes)."""
+    """Hash of everything that changes a cell's result (not where it logs or writes). A SimCLR init
+    counts by its file's sha256, not its path: the same snapshot in another checkout is the same
+    cell, and a rerun of the pretraining that made other weights is another cell."""
 
     d = config_to_dict(fcfg)
     d.pop("tracking", None)
     d.pop("out_dir", None)
+    if fcfg.init.startswith("simclr:"):
+        d["init"] = f"simclr-sha256:{init_sha256(fcfg.init)}"
     return _hash(d)
 
 
@@ -179,6 +187,43 @@ def _parent_run(cfg: AblationConfig, sweep_key: str, uri: str) -> tuple[Run, boo
                     tags={SWEEP_TAG: sweep_key, "histoclr.kind": "ablation-parent"}), False
 
 
+def _sweep_key(cfg: AblationConfig) -> str:
+    return _hash({"experiment": cfg.experiment, "sweep": cfg.sweep_name})
+
+
+def _plan(cfg: AblationConfig, overrides: Sequence[str], uri: str, out_dir: Path):
+    """``(inits, planned)``: each init resolved to ``(init value, pretraining run id)``, and every
+    cell of the grid as ``(cell, fine-tuning config, cell key)``."""
+    inits = {init: resolve_init(init, uri, out_dir / "backbones") for init in cfg.inits}
+    planned = []
+    for cell in expand_grid(cfg):
+        fcfg = cell_config(cfg, cell, overrides, uri, inits[cell.init][0])
+        key = cell_key(fcfg)
+        fcfg.out_dir = str(out_dir / "cells" / key[:12])
+        planned.append((cell, fcfg, key))
+    return inits, planned
+
+
+def sync_records(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: str | None = None,
+                 echo: Callable[[str], None] = print) -> list[Path]:
+    """Without training anything: restore the recorded cells the sweep's MLflow parent lacks, and
+    write the records of its finished cells that have none (``records_dir``); the files written.
+    Safe while the sweep runs (the parent's status is left as it is)."""
+    if not cfg.records_dir:
+        raise HistoclrError("ablation: records_dir is not set in the sweep config (e.g. records_dir: docs/<sweep>_run)")
+    uri = check_tracking_uri(tracking_uri or cfg.tracking_uri)
+    _, planned = _plan(cfg, overrides, uri, ensure_output_dir(cfg.out_dir))
+    runs = find_runs(cfg.experiment, uri, tags={SWEEP_TAG: _sweep_key(cfg)}, max_results=1)
+    if not runs:
+        raise HistoclrError(f"no sweep {cfg.sweep_name!r} in experiment {cfg.experiment!r} of {uri}: "
+                            "run `histoclr ablate` with this config first")
+    parent = Run.attach(runs[0].info.run_id, uri)
+    restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
+    written = write_records(cfg.records_dir, parent.run_id, planned, CELL_TAG, uri)
+    echo(f"{len(written)} record(s) written to {cfg.records_dir}")
+    return written
+
+
 def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: str | None = None,
               cell_runner: Callable | None = None, echo: Callable[[str], None] = print) -> SweepResult:
     """Run every cell of the grid that has not FINISHED yet; returns what happened to each."""
@@ -190,20 +235,15 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
     out_dir = ensure_output_dir(cfg.out_dir)
 
     # ---- resolve the cells before anything runs: bad configs fail here, not half-way
-    cells = expand_grid(cfg)
-    inits = {init: resolve_init(init, uri, out_dir / "backbones") for init in cfg.inits}
-    planned = []
-    for cell in cells:
-        fcfg = cell_config(cfg, cell, overrides, uri, inits[cell.init][0])
-        fcfg.out_dir = str(out_dir / "cells" / cell_key(fcfg)[:12])
-        planned.append((cell, fcfg, cell_key(fcfg)))
-    sweep_key = _hash({"experiment": cfg.experiment, "sweep": cfg.sweep_name})
-    parent, resumed = _parent_run(cfg, sweep_key, uri)
+    inits, planned = _plan(cfg, overrides, uri, out_dir)
+    parent, resumed = _parent_run(cfg, _sweep_key(cfg), uri)
     parent_id = parent.run_id
     echo(f"{'resuming' if resumed else 'started'} sweep {cfg.sweep_name!r}: parent run {parent_id}, "
          f"{len(planned)} cells, tracking {uri}")
     result = SweepResult(parent_id, parent.get().info.experiment_id)
     parent.set_tags({"cells_total": len(planned)})  # known from the start: a report of a running sweep says "n of N"
+    if cfg.records_dir:   # cells finished on another machine: restored, not trained again
+        restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
     try:
         _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
     except KeyboardInterrupt:
@@ -227,9 +267,11 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
 
 def best_cell(parent_run_id: str, metric: str, tracking_uri: str):
     """``(run, value)``: the finished, not skipped child run (MLflow ``Run``) with the highest result
-    ``metric``, and that value; None when no cell has one."""
+    ``metric``, and that value; None when no cell has one. Cells restored from records
+    (:mod:`histoclr.ablation.records`) have no weights here and are not candidates."""
     done = [(r, result_metrics(r, [metric], tracking_uri).get(metric)) for r in child_runs(parent_run_id, tracking_uri)
-            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true"]
+            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true"
+            and RESTORED_TAG not in r.data.tags]   # restored from a record: numbers only, no weights
     done = [(r, v) for r, v in done if v is not None]
     return max(reversed(done), key=lambda rv: rv[1], default=None)   # ties: the oldest
 
@@ -280,6 +322,12 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
     if cfg.classical_baseline:
         _log_classical_baseline(parent, planned[0][1], echo)
 
+    def save_records() -> None:   # each finished cell's numbers, in git-sized files
+        if cfg.records_dir:
+            write_records(cfg.records_dir, parent_id, planned, CELL_TAG, uri)
+
+    save_records()
+
     durations: list[float] = []   # seconds of each cell trained (or resumed) and finished here
     by_key: dict[str, list] = {}   # the parent's children (one query), by cell
     for r in child_runs(parent_id, uri):
@@ -329,6 +377,7 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
+            save_records()
             # a cell resumed from its checkpoint takes seconds here: its cost for the ETA is its training time
             durations.append(max(time.time() - t0, trained_s))
 

@@ -38,6 +38,10 @@ class AblationConfig:
     # `histoclr predict --model models:/<register_as>/<version>`. None: nothing is logged or registered.
     register_as: Optional[str] = None
     select_metric: str = "val_aji"
+    # A folder (e.g. docs/<sweep>_run) for one JSON record per finished cell, committed to git: a sweep
+    # on a fresh MLflow store restores the recorded cells instead of training them again (their
+    # snapshot's sha256 must match). None: no records.
+    records_dir: Optional[str] = None
 
     def validate(self) -> None:
         if self.select_metric not in SELECT_METRICS:

@@ -19,6 +19,7 @@ from histoclr.ablation.report import build_report
 from histoclr.ablation.sweep import CELL_TAG, METRIC_NAMES, PARAM_NAMES, run_sweep
 from histoclr.config import load_config
 from histoclr.config.ablation import AblationConfig
+from histoclr.errors import HistoclrError
 from histoclr.seg.synthetic import write_synthetic_pairs
 
 
@@ -302,3 +303,31 @@ def test_classical_baseline_is_reused_only_for_the_same_data(tmp_path):
     pairs.write_text("\n".join(lines[:-1]) + "\n")              # one image fewer: computed again
     _log_classical_baseline(parent, fcfg, said.append)
     assert len(client.get_metric_history(run_id, "classical_ws_aji")) == 2
+
+
+def test_cell_key_names_a_snapshot_by_its_weights_not_its_path(tmp_path):
+    import shutil
+
+    import torch
+
+    from histoclr.ablation.sweep import cell_key
+    from histoclr.config.seg import FinetuneConfig
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    torch.manual_seed(0)
+    a = save_backbone(tmp_path / "a" / "snap.pt", build_encoder("resnet18"), "resnet18", {"run_id": "pre1"})
+    b = tmp_path / "elsewhere" / "copy.pt"
+    b.parent.mkdir()
+    shutil.copyfile(a, b)
+    other = save_backbone(tmp_path / "b" / "snap.pt", build_encoder("resnet18"), "resnet18", {"run_id": "pre1"})
+
+    def key(init):
+        fcfg = FinetuneConfig()
+        fcfg.init = init
+        return cell_key(fcfg)
+
+    assert key(f"simclr:{a}") == key(f"simclr:{b}")            # same weights, another checkout
+    assert key(f"simclr:{a}") != key(f"simclr:{other}")        # other weights: another cell
+    assert key(f"simclr:{a}") != key("random")
+    with pytest.raises(HistoclrError, match="missing.pt: backbone file not readable"):
+        key(f"simclr:{tmp_path / 'missing.pt'}")

@@ -1,0 +1,162 @@
+"""Finished sweep cells as small JSON records kept in git, restored into MLflow on a fresh machine.
+
+A sweep longer than the life of one machine loses its MLflow store with the machine. With
+``records_dir`` set, the sweep writes one record per finished cell (``cells/<key>.json``: the cell
+key, its run name, params, tags, every metric's history, and the sha256 of the SimCLR snapshot it
+started from) and one for the parent's classical baseline (``parent.json``). A sweep started on a
+store that lacks those runs restores them from the records, as FINISHED child runs tagged
+``histoclr.restored_from=<original run id>``, instead of training them again. A cell's key hashes
+the sha256 of the snapshot it starts from (:func:`histoclr.ablation.sweep.cell_key`), so a record
+is only restored for the same weights: a rerun of the pretraining that produced different weights
+trains its cells again.
+
+Records hold numbers, not weights: a restored cell has no ``best.pt``, so it cannot be the cell
+the sweep registers as a model (:func:`histoclr.ablation.sweep.best_cell` skips it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from histoclr.errors import HistoclrError
+from histoclr.io import atomic_write_json, sha256_file
+from histoclr.tracking import Run, child_runs, open_run
+
+RECORD_VERSION = 1
+RESTORED_TAG = "histoclr.restored_from"
+#: Tags MLflow sets for the process that logged a run: not the cell's, not restored.
+_SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.history", RESTORED_TAG)
+#: Parent-run metrics and tags that the classical baseline writes (and a restore puts back).
+_PARENT_METRIC_PREFIXES = ("classical_",)
+_PARENT_TAGS = ("classical_baseline", "classical_ws_params", "classical_data")
+
+
+def init_sha256(init_value: str) -> str | None:
+    """sha256 of the backbone file of ``simclr:<file>`` (read once per file version in a process);
+    None for inits without a file (random, imagenet)."""
+    if not init_value.startswith("simclr:"):
+        return None
+    path = Path(init_value.split(":", 1)[1])
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise HistoclrError(f"{path}: backbone file not readable ({e.strerror})") from None
+    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def _cell_path(records_dir: Path, key: str) -> Path:
+    return Path(records_dir) / "cells" / f"{key}.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HistoclrError(f"{path}: not a readable cell record ({e})") from None
+    if not isinstance(rec, dict) or rec.get("version") != RECORD_VERSION:
+        raise HistoclrError(f"{path}: not a version-{RECORD_VERSION} cell record")
+    return rec
+
+
+def _history(run, uri: str) -> dict[str, list[list[float]]]:
+    """``{metric: [[step, value, timestamp_ms], ...]}`` in logging order."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {n: [[m.step, m.value, m.timestamp] for m in sorted(client.get_metric_history(run.info.run_id, n),
+                                                                key=lambda m: (m.timestamp, m.step))]
+            for n in sorted(run.data.metrics)}
+
+
+def cell_record(run, key: str, init_sha: str | None, uri: str) -> dict[str, Any]:
+    """The record of one FINISHED child run (an MLflow ``Run``) of cell ``key``; a run restored from
+    a record names the run that was trained as its source."""
+    return {"version": RECORD_VERSION, "cell_key": key, "run_name": run.info.run_name,
+            "source_run_id": run.data.tags.get(RESTORED_TAG, run.info.run_id), "start_time": run.info.start_time, "end_time": run.info.end_time,
+            "init_sha256": init_sha, "params": dict(sorted(run.data.params.items())),
+            "tags": {k: v for k, v in sorted(run.data.tags.items()) if k not in _SYSTEM_TAGS},
+            "metrics": _history(run, uri)}
+
+
+def write_records(records_dir: str | Path, parent_run_id: str, planned: Sequence[tuple[Any, Any, str]],
+                  cell_tag: str, uri: str) -> list[Path]:
+    """Write the record of every FINISHED, not skipped child of the parent that has none yet (and
+    the parent's classical baseline); the files written. ``planned``: ``(cell, fcfg, key)``."""
+    records_dir = Path(records_dir)
+    wanted = {key: fcfg for _, fcfg, key in planned}
+    written = []
+    for r in child_runs(parent_run_id, uri):
+        key = r.data.tags.get(cell_tag)
+        if (key not in wanted or r.info.status != "FINISHED" or r.data.tags.get("skipped") == "true"
+                or _cell_path(records_dir, key).is_file()):
+            continue
+        atomic_write_json(_cell_path(records_dir, key), cell_record(r, key, init_sha256(wanted[key].init), uri))
+        written.append(_cell_path(records_dir, key))
+    parent = Run.attach(parent_run_id, uri).get()
+    if parent.data.tags.get("classical_data") and not (records_dir / "parent.json").is_file():
+        atomic_write_json(records_dir / "parent.json", {
+            "version": RECORD_VERSION, "source_run_id": parent_run_id,
+            "tags": {k: parent.data.tags[k] for k in _PARENT_TAGS if k in parent.data.tags},
+            "metrics": {k: v for k, v in _history(parent, uri).items() if k.startswith(_PARENT_METRIC_PREFIXES)}})
+        written.append(records_dir / "parent.json")
+    return written
+
+
+def _log_history(run: Run, history: dict[str, list[list[float]]]) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    items = [Metric(name, float(v), int(ts), int(step)) for name, rows in history.items() for step, v, ts in rows]
+    client = MlflowClient(run.tracking_uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(run.run_id, metrics=items[i:i + 1000])
+
+
+def restore_records(records_dir: str | Path, experiment: str, parent: Run, planned: Sequence[tuple[Any, Any, str]],
+                    cell_tag: str, echo: Callable[[str], None] = print) -> int:
+    """Create a FINISHED child run for every planned cell that has a record but no FINISHED child
+    yet; put the classical baseline back on a parent that lacks it. The number of cells restored.
+
+    A cell's key hashes its snapshot's sha256, so records made from other weights (or another
+    config) match no planned cell: they are counted and left alone, and those cells train."""
+    records_dir = Path(records_dir)
+    if not records_dir.is_dir():
+        return 0
+    uri = parent.tracking_uri
+    finished = {r.data.tags.get(cell_tag) for r in child_runs(parent.run_id, uri) if r.info.status == "FINISHED"}
+    restored = 0
+    for _, fcfg, key in planned:
+        path = _cell_path(records_dir, key)
+        if key in finished or not path.is_file():
+            continue
+        rec = _read_json(path)
+        if rec.get("cell_key") != key or rec.get("init_sha256") != init_sha256(fcfg.init):
+            raise HistoclrError(f"{path}: its cell key or snapshot sha256 is not the one its file name says "
+                                "(edited by hand?): delete it to train that cell again")
+        run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=rec["params"],
+                       tags={**rec["tags"], cell_tag: key, RESTORED_TAG: rec["source_run_id"]},
+                       parent_run_id=parent.run_id)
+        _log_history(run, rec["metrics"])
+        run.end("FINISHED")
+        restored += 1
+    unused = {p.stem for p in (records_dir / "cells").glob("*.json")} - {key for _, _, key in planned}
+    if unused:
+        echo(f"{len(unused)} cell record(s) in {records_dir} match no cell of this sweep (made from other "
+             "snapshot weights or another config): not restored")
+    parent_path = records_dir / "parent.json"
+    if parent_path.is_file() and not parent.get().data.tags.get("classical_data"):
+        rec = _read_json(parent_path)
+        _log_history(parent, rec["metrics"])
+        parent.set_tags(rec["tags"])
+    if restored:
+        echo(f"restored {restored} finished cell(s) from the records in {records_dir}")
+    return restored

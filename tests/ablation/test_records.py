@@ -1,0 +1,145 @@
+"""Cell records (`histoclr.ablation.records`): a sweep's finished cells written as JSON and restored
+into a fresh MLflow store instead of trained again, only while their snapshot's sha256 still matches.
+
+The cells are logged by a stand-in for the fine-tuning (a real MLflow child run with the params and
+the step-0 result metrics and per-epoch series that `run_finetune` logs); the classical baseline is
+the real one, on synthetic pairs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from histoclr.ablation.records import RESTORED_TAG
+from histoclr.ablation.report import collect_runs
+from histoclr.ablation.sweep import best_cell, run_sweep, sync_records
+from histoclr.config import load_config
+from histoclr.config.ablation import AblationConfig
+from histoclr.errors import HistoclrError
+from histoclr.seg.synthetic import write_synthetic_pairs
+from histoclr.tracking import Run, open_run
+
+
+class FakeFinetune:
+    """Logs a child run the way `run_finetune` does (params, epoch series, step-0 results); counts calls."""
+
+    def __init__(self):
+        self.trained: list[str] = []
+
+    def __call__(self, fcfg, parent_run_id=None, extra_tags=None):
+        self.trained.append(fcfg.tracking.run_name)
+        aji = 0.3 + 0.01 * len(self.trained) + 0.1 * fcfg.init.startswith("simclr:")
+        run = open_run(fcfg.tracking.experiment, fcfg.tracking.run_name, tracking_uri=fcfg.tracking.tracking_uri,
+                       params={"init": fcfg.init, "freeze": fcfg.freeze, "label_fraction": 0.5,
+                               "num_labeled": 1, "seed": fcfg.seed},
+                       tags=extra_tags, parent_run_id=parent_run_id)
+        for epoch in (1, 2):
+            run.log_metrics({"epoch_val_aji": aji - 0.1 / epoch}, step=epoch)
+        run.log_metrics({"val_aji": aji, "val_pq": aji - 0.05, "best_val_dice": aji + 0.3, "train_time_s": 12.5})
+        run.end("FINISHED")
+        return {"train_time_s": 12.5}
+
+
+@pytest.fixture
+def sweep_cfg(tmp_path):
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    pairs = write_synthetic_pairs(tmp_path / "data")
+    snap = save_backbone(tmp_path / "snap.pt", build_encoder("resnet18"), "resnet18", {"run_id": "pre1"})
+    ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "model": {"encoder": "resnet18"},
+          "data": {"mpp": None, "crop_size": 64}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    sweep = {"experiment": "recorded", "sweep_name": "recorded", "finetune_config": str(tmp_path / "ft.yaml"),
+             "inits": ["random", f"simclr:{snap}"], "freezes": ["none"], "label_counts": [1], "seeds": [0, 1],
+             "out_dir": str(tmp_path / "ablation"), "classical_baseline": True, "register_as": None,
+             "records_dir": str(tmp_path / "records")}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return load_config(AblationConfig, tmp_path / "sweep.yaml"), snap
+
+
+def _table(parent_id, uri):
+    runs = collect_runs(parent_id, uri)
+    return sorted(zip(runs["init"], runs["seed"], runs["val_aji"].round(6), runs["val_pq"].round(6)))
+
+
+def test_a_fresh_store_restores_recorded_cells_instead_of_training_them(sweep_cfg, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg, snap = sweep_cfg
+    uri_a, uri_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    first = FakeFinetune()
+    res_a = run_sweep(cfg, tracking_uri=uri_a, cell_runner=first, echo=lambda s: None)
+    assert len(first.trained) == 4 and len(res_a.finished) == 4
+    cells = sorted((tmp_path / "records" / "cells").glob("*.json"))
+    assert len(cells) == 4 and (tmp_path / "records" / "parent.json").is_file()
+    rec = json.loads(cells[0].read_text())
+    assert rec["metrics"]["epoch_val_aji"][0][0] == 1 and "mlflow.parentRunId" not in rec["tags"]
+
+    said, second = [], FakeFinetune()
+    res_b = run_sweep(cfg, tracking_uri=uri_b, cell_runner=second, echo=said.append)
+    assert second.trained == [] and len(res_b.reused) == 4, said
+    assert any("restored 4 finished cell(s)" in s for s in said)
+    assert "classical baseline: already on the parent run, for the same images, split and mpp" in said
+    assert _table(res_b.parent_run_id, uri_b) == _table(res_a.parent_run_id, uri_a)
+    client_a, client_b = MlflowClient(uri_a), MlflowClient(uri_b)
+    pa, pb = client_a.get_run(res_a.parent_run_id).data, client_b.get_run(res_b.parent_run_id).data
+    assert pb.metrics["classical_ws_aji"] == pa.metrics["classical_ws_aji"]
+    assert pb.tags["classical_data"] == pa.tags["classical_data"]
+    child = next(r for r in client_b.search_runs([client_b.get_experiment_by_name("recorded").experiment_id])
+                 if r.data.tags.get("mlflow.parentRunId") == res_b.parent_run_id)
+    assert child.data.tags[RESTORED_TAG] in {r.info.run_id for r in client_a.search_runs(
+        [client_a.get_experiment_by_name("recorded").experiment_id])}
+    assert [m.step for m in client_b.get_metric_history(child.info.run_id, "epoch_val_aji")] == [1, 2]
+    assert best_cell(res_b.parent_run_id, "val_aji", uri_b) is None      # numbers only: nothing to register
+
+    # the snapshot changes (a pretraining rerun with other weights): its cells train again, random's do not
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    save_backbone(snap, build_encoder("resnet18"), "resnet18", {"run_id": "pre2"})
+    said, third = [], FakeFinetune()
+    run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'c.db'}", cell_runner=third, echo=said.append)
+    assert len(third.trained) == 2 and all("simclr:" in name for name in third.trained), third.trained
+    assert any("2 cell record(s) in" in s and "match no cell of this sweep" in s for s in said), said
+
+
+def test_sync_writes_the_records_of_a_running_sweep_and_rejects_a_broken_one(sweep_cfg, tmp_path):
+    cfg, _ = sweep_cfg
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    records = tmp_path / "records"
+    cfg.records_dir = None                      # a sweep started without records (as one already running)
+    res = run_sweep(cfg, tracking_uri=uri, cell_runner=FakeFinetune(), echo=lambda s: None)
+    assert not records.exists()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).update_run(res.parent_run_id, status="RUNNING")   # as if it were still running
+    cfg.records_dir = str(records)
+    written = sync_records(cfg, tracking_uri=uri, echo=lambda s: None)
+    assert len(written) == 5 and len(list((records / "cells").glob("*.json"))) == 4
+    assert Run.attach(res.parent_run_id, uri).get().info.status == "RUNNING"
+    assert sync_records(cfg, tracking_uri=uri, echo=lambda s: None) == []     # nothing new
+
+    edited = sorted((records / "cells").glob("*.json"))[1]
+    rec = json.loads(edited.read_text())
+    edited.write_text(json.dumps({**rec, "init_sha256": "0" * 64 if rec["init_sha256"] is None else None}))
+    with pytest.raises(HistoclrError, match=f"{edited}: its cell key or snapshot sha256 is not the one"):
+        run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'e.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+    edited.write_text(json.dumps(rec))
+
+    broken = sorted((records / "cells").glob("*.json"))[0]
+    broken.write_text("{not json")
+    with pytest.raises(HistoclrError, match=f"{broken}: not a readable cell record"):
+        run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'b.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+
+
+def test_ablate_sync_records_needs_a_records_dir(sweep_cfg, tmp_path):
+    from histoclr.cli import cli
+
+    cfg_path = tmp_path / "sweep.yaml"
+    out = CliRunner().invoke(cli, ["ablate", str(cfg_path), "records_dir=null", "--sync-records"])
+    assert out.exit_code != 0 and "records_dir is not set" in out.output, out.output
+    out = CliRunner().invoke(cli, ["ablate", str(cfg_path), "--sync-records"])
+    assert out.exit_code != 0 and "no sweep 'recorded' in experiment 'recorded'" in out.output, out.output
