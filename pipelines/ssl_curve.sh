@@ -12,7 +12,7 @@
 #   grep -E "^\[|cell" runs/ssl_curve/log.txt | tail   # cells done so far
 #   git add docs/ssl_curve_cpu_run && git commit -m "SSL curve: cell records"   # keep them
 #   kill "$(cat runs/ssl_curve/pid)"                   # stop (re-run the script to resume)
-# Then (or meanwhile, provisional): bash pipelines/ssl_curve_results.sh   # docs/results.md section + plots
+# Extra arguments go to `histoclr ablate` as overrides of the sweep config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for step in 000250 002000; do
@@ -20,4 +20,4 @@ for step in 000250 002000; do
     [[ -f $snap ]] || { echo "error: $snap is missing: finish bash pipelines/pretrain_long.sh, then keep its snapshots with python pipelines/pretrain_record.py --keep-snapshots 250,2000 (and commit them)"; exit 1; }
 done
 source pipelines/background.sh
-TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml
+TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml "$@"

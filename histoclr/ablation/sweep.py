@@ -93,7 +93,8 @@ class SweepResult:
 
 def expand_grid(cfg: AblationConfig) -> list[Cell]:
     """All cells, seed by seed: the whole grid for the first seed comes first, so a sweep stopped
-    early still compares every init x freeze x budget once.
+    early still compares every init x freeze x budget once. The cells ``run_first`` selects come
+    before the others, seed by seed among themselves.
 
     Budgets are ``label_counts`` (images) when given, else ``label_fractions``; ``grids`` replaces the
     ``freezes`` x budgets product by the union of its parts."""
@@ -107,7 +108,15 @@ def expand_grid(cfg: AblationConfig) -> list[Cell]:
         for (lf, n), f in itertools.product(values, part["freezes"]):
             if (lf, n, f) not in budgets:
                 budgets.append((lf, n, f))
-    return [Cell(i, f, lf, int(s), n) for s, (lf, n, f), i in itertools.product(cfg.seeds, budgets, cfg.inits)]
+    cells = [Cell(i, f, lf, int(s), n) for s, (lf, n, f), i in itertools.product(cfg.seeds, budgets, cfg.inits)]
+    return sorted(cells, key=lambda c: not _runs_first(c, cfg.run_first))     # stable: first ones, then the rest
+
+
+def _runs_first(cell: Cell, run_first: dict[str, list]) -> bool:
+    """Whether ``cell`` matches every key of the config's ``run_first``."""
+    values = {"inits": cell.init, "freezes": cell.freeze, "label_counts": cell.num_labeled,
+              "label_fractions": cell.label_fraction, "seeds": cell.seed}
+    return bool(run_first) and all(values[k] in v for k, v in run_first.items())
 
 
 def _hash(obj: Any) -> str:

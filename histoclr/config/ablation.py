@@ -9,6 +9,8 @@ from histoclr.errors import ConfigError
 
 #: Child-run metrics a sweep can pick its best cell by (higher is better).
 SELECT_METRICS = ("val_aji", "val_pq", "val_dq", "val_sq", "val_f1", "best_val_dice", "val_iou")
+#: What ``run_first`` may select cells by.
+RUN_FIRST_KEYS = ("inits", "freezes", "label_counts", "label_fractions", "seeds")
 
 
 @dataclass
@@ -42,6 +44,10 @@ class AblationConfig:
     # on a fresh MLflow store restores the recorded cells instead of training them again (their
     # snapshot's sha256 must match). None: no records.
     records_dir: Optional[str] = None
+    # Cells to train before the others (still seed by seed among themselves): those matching every
+    # key given, e.g. {inits: [random, "simclr:..."], freezes: [none], label_counts: [1, 2]}. Only the
+    # order changes, never the cells or their keys. Empty: the grid's own order.
+    run_first: Dict[str, List[Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.select_metric not in SELECT_METRICS:
@@ -73,3 +79,10 @@ class AblationConfig:
             for f in grid.get("label_fractions", []):
                 if not 0 < float(f) <= 1:
                     raise ConfigError(f"ablation: grids[{i}] label fraction {f} must be in (0, 1]")
+        unknown = set(self.run_first) - set(RUN_FIRST_KEYS)
+        if unknown or not all(isinstance(v, list) and v for v in self.run_first.values()):
+            raise ConfigError("ablation: run_first maps some of " + ", ".join(RUN_FIRST_KEYS) + " to non-empty lists"
+                              + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
+        stray = [i for i in self.run_first.get("inits", []) if i not in self.inits]
+        if stray:
+            raise ConfigError(f"ablation: run_first init {stray[0]!r} is not one of the sweep's inits")

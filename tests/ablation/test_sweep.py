@@ -227,6 +227,29 @@ def test_sub_grids_with_image_counts_expand_seed_major_without_repeats():
             AblationConfig(grids=[bad]).validate()
 
 
+def test_run_first_reorders_the_cells_without_changing_them():
+    from histoclr.ablation.sweep import expand_grid
+    from histoclr.config.ablation import AblationConfig
+    from histoclr.errors import ConfigError
+
+    grids = [{"freezes": ["none"], "label_counts": [1, 2, 10]}, {"freezes": ["all"], "label_counts": [10]}]
+    plain = AblationConfig(inits=["random", "simclr:a.pt", "simclr:b.pt"], seeds=[0, 1, 2], grids=grids)
+    first = AblationConfig(inits=plain.inits, seeds=plain.seeds, grids=grids,
+                           run_first={"inits": ["random", "simclr:b.pt"], "freezes": ["none"], "label_counts": [1, 2]})
+    first.validate()
+    cells, ordered = expand_grid(plain), expand_grid(first)
+    assert sorted(cells, key=str) == sorted(ordered, key=str) and len(ordered) == 36
+    head = ordered[:12]                 # 2 inits x 2 budgets x 3 seeds, seed by seed
+    assert {(c.init, c.freeze, c.num_labeled) for c in head} == {
+        (i, "none", n) for i in ("random", "simclr:b.pt") for n in (1, 2)}
+    assert [c.seed for c in head] == [0] * 4 + [1] * 4 + [2] * 4
+    assert ordered[12:] == [c for c in cells if c not in head]      # the rest in the grid's order
+    for bad, msg in (({"budgets": [1]}, "unknown: budgets"), ({"freezes": []}, "non-empty lists"),
+                     ({"inits": ["simclr:c.pt"]}, "'simclr:c.pt' is not one of the sweep's inits")):
+        with pytest.raises(ConfigError, match=msg):
+            AblationConfig(inits=plain.inits, run_first=bad).validate()
+
+
 def test_ablate_prints_the_runs_link_and_the_registered_model(monkeypatch, tmp_path):
     """`histoclr ablate` ends with the link to the experiment's runs view (model-training mode) and
     fails (exit 1) when the registration failed; the sweep itself is stubbed here."""
