@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from histoclr.docs_sections import write_section
+from histoclr.precision import autocast
 from histoclr.seg.losses import build_loss
 from histoclr.seg.model import build_seg_model
 from histoclr.ssl.loss import NTXentLoss
@@ -64,7 +65,7 @@ def simclr_step(precision: str):
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast("cpu", precision):        # the trainer's own context (histoclr.precision)
             _, z = model(x)
         loss = loss_fn(z[:64], z[64:])
         opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from histoclr.config.ssl import TrackingConfig
+from histoclr.config.ssl import PRECISIONS, TrackingConfig
 from histoclr.errors import ConfigError
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")     # histoclr.ssl.model.ENCODER_ARCHS
@@ -23,6 +23,8 @@ STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")  # Re
 TARGETS = ("binary", "contour", "distance")                         # histoclr.seg.targets.TARGETS
 POSTPROCESS_METHODS = ("components", "watershed", "contour", "distance")   # histoclr.seg.postprocess.METHODS
 SELECT_METRICS = ("aji", "pq", "dice", "f1")
+#: Fine-tuning has no GradScaler: fp16 is pretraining's only (histoclr.precision)
+SEG_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")
 _RANGE = re.compile(r"^layer([1-4])-(?:layer)?([1-4])$")
 
 
@@ -158,7 +160,7 @@ class FinetuneConfig:
         _choice("model.architecture", m.architecture, ARCHITECTURES)
         _choice("train.optimizer", t.optimizer, OPTIMIZERS)
         _choice("train.device", t.device, DEVICES)
-        _choice("train.precision", str(t.precision), ("32", "bf16"))
+        _choice("train.precision", str(t.precision), SEG_PRECISIONS)
         _choice("train.select_metric", t.select_metric, SELECT_METRICS)
         _choice("model.target", m.target, TARGETS)
         _choice("postprocess.method", self.postprocess.method, ("auto",) + POSTPROCESS_METHODS)

@@ -14,9 +14,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from histoclr.config.seg import SEG_PRECISIONS
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
 from histoclr.io import load_tagged, save_tagged
+from histoclr.precision import autocast
 from histoclr.seg.freeze import keep_frozen_norms_in_eval
 from histoclr.seg.postprocess import PostprocessParams, default_params
 from histoclr.seg.targets import output_channels
@@ -73,7 +75,7 @@ class SegNet(nn.Module):
             encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=spec.output_stride,
             decoder_channels=spec.decoder_channels, classes=spec.out_channels)
         self.frozen_stages: frozenset[str] = frozenset()
-        self.autocast_dtype: torch.dtype | None = None
+        self.precision = "32"
         self.channels_last = False
 
     @property
@@ -81,11 +83,12 @@ class SegNet(nn.Module):
         return self.net.encoder
 
     def set_compute(self, precision: str = "32", channels_last: bool = False) -> "SegNet":
-        """``precision``: ``"32"`` or ``"bf16"`` (autocast: bf16 convolutions, float32 weights and
-        logits); ``channels_last``: NHWC weights and inputs (oneDNN's fast layout on CPU)."""
-        if precision not in ("32", "bf16"):
-            raise ValueError(f"precision must be '32' or 'bf16', got {precision!r}")
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        """``precision``: one of :data:`histoclr.config.seg.SEG_PRECISIONS` (bf16: autocast, bf16
+        convolutions, float32 weights and logits); ``channels_last``: NHWC weights and inputs
+        (oneDNN's fast layout on CPU). Saved with the checkpoint, so prediction computes as validation did."""
+        if precision not in SEG_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(SEG_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.channels_last = channels_last
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         return self
@@ -93,9 +96,9 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is None:
+        if self.precision == "32":
             return self.net(x)
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+        with autocast(x.device.type, self.precision):
             return self.net(x).float()
 
     def train(self, mode: bool = True) -> "SegNet":
@@ -174,7 +177,8 @@ def save_seg_checkpoint(path: str | Path, model: SegNet, *, mpp: float | None, w
         "spec": asdict(model.spec),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
         "mpp": mpp, "window": int(window), "mean": list(mean), "std": list(std),
-        "postprocess": postprocess.validate().to_dict(), "metadata": dict(metadata or {})})
+        "postprocess": postprocess.validate().to_dict(), "metadata": dict(metadata or {}),
+        "compute": {"precision": model.precision, "channels_last": model.channels_last}})
 
 
 def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu",
@@ -210,6 +214,6 @@ def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         load_state_dict_strict(model.net, payload["state_dict"], f"checkpoint {path}")
     except ValueError as e:
         raise InputFileError(path, str(e)) from None
-    model.to(device).eval()
+    model.set_compute(**payload.get("compute", {})).to(device).eval()   # as validated (files before it: fp32)
     return SegCheckpoint(model, payload["mpp"], payload["window"], tuple(payload["mean"]),
                          tuple(payload["std"]), payload.get("metadata", {}), post)

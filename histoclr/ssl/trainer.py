@@ -12,6 +12,7 @@ and N/2 steps + resume + N/2 steps give bit-identical weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from histoclr.errors import HistoclrError, InputFileError, OutputFileError, Trai
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
 from histoclr.io import ensure_output_dir, load_tagged, save_tagged
 from histoclr.optim import build_optimizer, build_schedule
+from histoclr.precision import autocast
 from histoclr.progress import progress_bar
 from histoclr.ssl.augment import (
     augment_worker_init_fn,
@@ -278,9 +280,7 @@ class SimCLRTrainer:
             self.scheduler = build_schedule(self.optimizer, cfg.optim, tc.max_steps)
 
             # ============ mixed precision ============
-            amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(tc.precision))
-            self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype \
-                else contextlib.nullcontext
+            self.autocast = functools.partial(autocast, device.type, str(tc.precision))
             self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
 
             # ============ loss ============

@@ -43,5 +43,5 @@ def test_ablation_cells_build_valid_finetune_configs(path):
 def test_finetune_precision_is_checked_and_the_cpu_config_uses_bf16_channels_last():
     cfg = load_config(FinetuneConfig, REPO / "configs/finetune/cpu.yaml")
     assert (str(cfg.train.precision), cfg.train.channels_last) == ("bf16", True)
-    with pytest.raises(ConfigError, match=r"train\.precision='fp16' is not one of 32, bf16"):
+    with pytest.raises(ConfigError, match=r"train\.precision='fp16' is not one of bf16, 32"):
         load_config(FinetuneConfig, REPO / "configs/finetune/cpu.yaml", ["train.precision=fp16"])

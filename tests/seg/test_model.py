@@ -93,9 +93,22 @@ def test_checkpoint_roundtrip(tmp_path):
     assert ck.model.spec == model.spec and not ck.model.training
     for k, v in model.net.state_dict().items():
         assert torch.equal(ck.model.net.state_dict()[k], v)
+    assert ck.model.precision == "32" and not ck.model.channels_last
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputFileError, match="bad.pt"):
         load_seg_checkpoint(tmp_path / "bad.pt")
+
+
+def test_checkpoint_predicts_at_the_precision_it_was_validated_at(tmp_path):
+    torch.manual_seed(0)
+    model = build_seg_model("resnet18", "deeplabv3plus", 16, 2, decoder_channels=16, target="contour").eval()
+    model.set_compute("bf16", channels_last=True)
+    save_seg_checkpoint(tmp_path / "m.pt", model, mpp=0.25, window=64, postprocess=default_params("contour"))
+    ck = load_seg_checkpoint(tmp_path / "m.pt")
+    assert ck.model.precision == "bf16" and ck.model.channels_last
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ck.model(x), model(x))               # bit for bit what validation computed
 
 
 @pytest.mark.parametrize("architecture", ["deeplabv3", "deeplabv3plus"])
