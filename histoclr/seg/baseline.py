@@ -12,12 +12,8 @@ from skimage.filters import gaussian, threshold_otsu
 
 from histoclr.manifests.pairs import SegPair
 from histoclr.seg.dataset import load_pair
-from histoclr.seg.metrics import (
-    aggregated_jaccard_index,
-    instance_metrics,
-    remove_small,
-)
-from histoclr.seg.postprocess import choose_params, default_params, instances_from_output
+from histoclr.seg.metrics import aggregated_jaccard_index, instance_metrics
+from histoclr.seg.postprocess import choose_params, default_params, instances_from_output, remove_small
 
 
 def hed_otsu_segment(image: np.ndarray, min_size: int = 30, sigma: float = 1.0) -> np.ndarray:

@@ -7,13 +7,10 @@ matching) and centroid-matched detection F1. Empty prediction vs empty truth is 
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential
 
 
@@ -43,18 +40,6 @@ def pixel_accuracy(pred, gt) -> float:
     """Fraction of pixels where the binary prediction equals the truth."""
     p, g = _binary_pair(pred, gt)
     return float((p == g).mean())
-
-
-def remove_small(ar: np.ndarray, min_size: int) -> np.ndarray:
-    """``skimage.morphology.remove_small_objects`` keeping objects of >= ``min_size`` pixels.
-
-    (scikit-image 0.26 renamed ``min_size`` (keep >= it) to ``max_size`` (drop <= it).)
-    """
-    if min_size <= 1:
-        return ar
-    if "max_size" in inspect.signature(remove_small_objects).parameters:
-        return remove_small_objects(ar, max_size=min_size - 1)
-    return remove_small_objects(ar, min_size=min_size)
 
 
 def _instance_pair(gt_instances, pred_instances) -> tuple[np.ndarray, np.ndarray]:

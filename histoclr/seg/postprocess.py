@@ -24,7 +24,9 @@ marker as nuclei of their own, and removes nuclei smaller than ``min_size`` px.
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -32,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import gaussian
 from skimage.measure import label
-from skimage.morphology import h_maxima
+from skimage.morphology import h_maxima, remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 
 METHODS = ("components", "watershed", "contour", "distance")
@@ -81,13 +83,21 @@ def default_params(target: str, **overrides) -> PostprocessParams:
 
 
 # --------------------------------------------------------------------------- building blocks
+def remove_small(ar: np.ndarray, min_size: int) -> np.ndarray:
+    """``ar`` (a boolean mask, or a label image whose labels are the objects) without the objects of
+    fewer than ``min_size`` pixels: ``skimage.morphology.remove_small_objects`` (scikit-image 0.26
+    renamed its ``min_size``, keep >= it, to ``max_size``, drop <= it)."""
+    if min_size <= 1:
+        return ar
+    with warnings.catch_warnings():   # a label image of one nucleus is not a mistaken boolean mask
+        warnings.filterwarnings("ignore", message="Only one label was provided")
+        if "max_size" in inspect.signature(remove_small_objects).parameters:
+            return remove_small_objects(ar, max_size=min_size - 1)
+        return remove_small_objects(ar, min_size=min_size)
+
+
 def _remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
-    if min_size > 1 and labels.max() > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        labels = np.where(small[labels], 0, labels)
-    return relabel_sequential(labels)[0].astype(np.int32)
+    return relabel_sequential(remove_small(labels, min_size))[0].astype(np.int32)
 
 
 def _flood(elevation: np.ndarray, markers: np.ndarray, fg: np.ndarray, min_size: int) -> np.ndarray:

@@ -99,3 +99,19 @@ def test_params_round_trip_and_validation():
         PostprocessParams(method="stardist").validate()
     with pytest.raises(ValueError, match="3 classes"):
         instances_from_output(np.zeros((2, 8, 8), np.float32), default_params("contour"))
+
+
+def test_remove_small_drops_objects_under_the_size_in_masks_and_label_images():
+    import warnings
+
+    from histoclr.seg.postprocess import remove_small
+
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:2, 0:2] = 1          # 4 px
+    labels[5:8, 5:8] = 2          # 9 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # a one-nucleus label image warns nothing
+        assert set(np.unique(remove_small(labels, 5))) == {0, 2}
+        assert set(np.unique(remove_small(labels == 2, 9))) == {False, True}
+        assert not remove_small(labels > 0, 10).any()
+    assert remove_small(labels, 1) is labels
