@@ -55,6 +55,9 @@ DEFAULT_DB = "mlflow.db"
 #: ``key=value,key=value``: tags every run gets (the pipeline's demo sets ``demo=true``).
 RUN_TAGS_ENV = "HISTOCLR_RUN_TAGS"
 MAX_PARAM_CHARS = 6000
+#: The machine a fine-tuning run trained on (``histoclr.docs_sections.machine_description``): a sweep
+#: spread over several machines says which cells ran where.
+MACHINE_TAG = "histoclr.machine"
 CHECK_TIMEOUT_S = 5.0
 #: The experiment tag that selects MLflow 3's UI mode, and its value for model-training work.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections import Counter
 from pathlib import Path
 
+from histoclr.ablation.records import RESTORED_TAG
 from histoclr.ablation.report import budget_label, budget_labels, build_report
 from histoclr.docs_sections import RESULTS, write_section
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_copy
-from histoclr.tracking import Run, child_runs
+from histoclr.tracking import MACHINE_TAG, Run, child_runs
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "Ablation: SimCLR vs random init x freezing x label budget (CPU)"
@@ -115,6 +117,22 @@ def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = No
         text += f" ({skipped} more recorded as skipped)"
     if status == "RUNNING" or (total is not None and finished < total):
         text += "; the sweep is still running or was stopped part-way, so every number here is provisional"
+    return text
+
+
+def cell_machines(parent_run_id: str, tracking_uri: str | None = None) -> str:
+    """Where the finished cells trained, by their ``histoclr.machine`` tag (a cell restored from its
+    record keeps it), and how many were restored from records rather than trained in this store."""
+    runs = [r for r in child_runs(parent_run_id, tracking_uri)
+            if r.info.status == "FINISHED" and r.data.tags.get("skipped") != "true"]
+    if not runs:
+        return ""
+    machines = Counter(r.data.tags.get(MACHINE_TAG, "a machine not recorded") for r in runs)
+    text = "Cells trained on " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items(), key=lambda mn: (-mn[1], mn[0]))) + "."
+    restored = sum(RESTORED_TAG in r.data.tags for r in runs)
+    if restored:
+        text += (f" {restored} of the {len(runs)} were trained in earlier sessions and restored into this MLflow "
+                 "store from their records in git (the sweep's `records_dir`).")
     return text
 
 
@@ -304,6 +322,7 @@ def _main(argv: list[str] | None) -> None:
         (f"Sweep `{args.experiment}`, parent run `{rep.parent_run_id}`: "
          f"{sweep_state(rep.parent_run_id, n_cells, args.tracking_uri)}. {n_cells} finished fine-tuning runs "
          f"({total_min:.0f} min of training and validation in all), each one MLflow child run{imagenet}. "
+         f"{cell_machines(rep.parent_run_id, args.tracking_uri)} "
          "Validation: the fixed 3 images; label pool: the "
          "other 10 (the subsets are nested and drawn per seed). Each cell's best epoch is chosen by "
          "validation AJI on these same validation images (the same, slightly optimistic, rule for every "

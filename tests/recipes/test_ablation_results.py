@@ -163,6 +163,29 @@ def test_sweep_state_does_not_count_skipped_cells_as_missing(tmp_path):
     assert "provisional" in sweep_state(parent, 1, uri)
 
 
+def test_cell_machines_counts_where_cells_trained_and_which_were_restored(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.ablation.records import RESTORED_TAG
+    from histoclr.recipes.ablation_results import cell_machines
+    from histoclr.tracking import MACHINE_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sweep")
+    parent = client.create_run(exp).info.run_id
+    assert cell_machines(parent, uri) == ""
+    for tags in ({MACHINE_TAG: "2 CPU cores (A)"}, {MACHINE_TAG: "2 CPU cores (A)", RESTORED_TAG: "r0"},
+                 {MACHINE_TAG: "2 CPU cores (B)"}, {}, {"skipped": "true"}):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent, **tags}).info.run_id
+        client.set_terminated(run, "FINISHED")
+    client.create_run(exp, tags={"mlflow.parentRunId": parent, MACHINE_TAG: "C"})      # still running: not counted
+    assert cell_machines(parent, uri) == (
+        "Cells trained on 2 CPU cores (A): 2; 2 CPU cores (B): 1; a machine not recorded: 1. 1 of the 4 were "
+        "trained in earlier sessions and restored into this MLflow store from their records in git (the "
+        "sweep's `records_dir`).")
+
+
 def test_results_command_without_a_sweep_is_one_line(capsys):
     from histoclr.recipes.ablation_results import main
 
