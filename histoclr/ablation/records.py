@@ -29,7 +29,9 @@ from histoclr.tracking import Run, child_runs, open_run
 RECORD_VERSION = 1
 RESTORED_TAG = "histoclr.restored_from"
 #: Tags MLflow sets for the process that logged a run: not the cell's, not restored.
-_SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.history", RESTORED_TAG)
+#: A cell's registration belongs to the store it was registered in.
+_SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.history", RESTORED_TAG,
+                "histoclr.registered_model")
 #: Parent-run metrics and tags that the classical baseline writes (and a restore puts back).
 _PARENT_METRIC_PREFIXES = ("classical_",)
 _PARENT_TAGS = ("classical_baseline", "classical_ws_params", "classical_data")
@@ -142,10 +144,17 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
         if rec.get("cell_key") != key or rec.get("init_sha256") != init_sha256(fcfg.init):
             raise HistoclrError(f"{path}: its cell key or snapshot sha256 is not the one its file name says "
                                 "(edited by hand?): delete it to train that cell again")
-        run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=rec["params"],
+        # the init as this checkout resolves it: the report groups cells by it (the record's may be
+        # another machine's absolute path to the same weights, as the sha256 just checked says)
+        params = {**rec["params"], "init": fcfg.init}
+        run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=params,
                        tags={**rec["tags"], cell_tag: key, RESTORED_TAG: rec["source_run_id"]},
                        parent_run_id=parent.run_id)
-        _log_history(run, rec["metrics"])
+        try:
+            _log_history(run, rec["metrics"])
+        except BaseException:
+            run.end("FAILED")        # a half-restored cell is not a finished one: the next start redoes it
+            raise
         run.end("FINISHED")
         restored += 1
     unused = {p.stem for p in (records_dir / "cells").glob("*.json")} - {key for _, _, key in planned}

@@ -208,6 +208,10 @@ def _plan(cfg: AblationConfig, overrides: Sequence[str], uri: str, out_dir: Path
     for cell in expand_grid(cfg):
         fcfg = cell_config(cfg, cell, overrides, uri, inits[cell.init][0])
         key = cell_key(fcfg)
+        twin = next((c for c, _, k in planned if k == key), None)
+        if twin is not None:   # e.g. two inits naming files with the same weights
+            raise HistoclrError(f"ablation: cells {twin.label!r} and {cell.label!r} are the same cell "
+                                "(same config and same snapshot weights): list each init once")
         fcfg.out_dir = str(out_dir / "cells" / key[:12])
         planned.append((cell, fcfg, key))
     return inits, planned
@@ -215,9 +219,9 @@ def _plan(cfg: AblationConfig, overrides: Sequence[str], uri: str, out_dir: Path
 
 def sync_records(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: str | None = None,
                  echo: Callable[[str], None] = print) -> list[Path]:
-    """Without training anything: restore the recorded cells the sweep's MLflow parent lacks, and
-    write the records of its finished cells that have none (``records_dir``); the files written.
-    Safe while the sweep runs (the parent's status is left as it is)."""
+    """Without training anything: restore the recorded cells the sweep's MLflow parent lacks (not
+    while the sweep runs), and write the records of its finished cells that have none
+    (``records_dir``); the files written. Safe while the sweep runs (its status is left as it is)."""
     if not cfg.records_dir:
         raise HistoclrError("ablation: records_dir is not set in the sweep config (e.g. records_dir: docs/<sweep>_run)")
     uri = check_tracking_uri(tracking_uri or cfg.tracking_uri)
@@ -227,7 +231,10 @@ def sync_records(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_ur
         raise HistoclrError(f"no sweep {cfg.sweep_name!r} in experiment {cfg.experiment!r} of {uri}: "
                             "run `histoclr ablate` with this config first")
     parent = Run.attach(runs[0].info.run_id, uri)
-    restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
+    if parent.get().info.status == "RUNNING":   # the running sweep would not see restored cells: it would train them too
+        echo("the sweep is running: records written only; restore happens when the sweep (re)starts")
+    else:
+        restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
     written = write_records(cfg.records_dir, parent.run_id, planned, CELL_TAG, uri)
     echo(f"{len(written)} record(s) written to {cfg.records_dir}")
     return written
@@ -251,9 +258,9 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
          f"{len(planned)} cells, tracking {uri}")
     result = SweepResult(parent_id, parent.get().info.experiment_id)
     parent.set_tags({"cells_total": len(planned)})  # known from the start: a report of a running sweep says "n of N"
-    if cfg.records_dir:   # cells finished on another machine: restored, not trained again
-        restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
     try:
+        if cfg.records_dir:   # cells finished on another machine: restored, not trained again
+            restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
         _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
     except KeyboardInterrupt:
         parent.end("KILLED")
@@ -333,7 +340,11 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
 
     def save_records() -> None:   # each finished cell's numbers, in git-sized files
         if cfg.records_dir:
-            write_records(cfg.records_dir, parent_id, planned, CELL_TAG, uri)
+            try:
+                write_records(cfg.records_dir, parent_id, planned, CELL_TAG, uri)
+            except Exception as e:  # noqa: BLE001  the cells stand in MLflow; --sync-records writes them later
+                echo(f"warning: cell records not written to {cfg.records_dir} ({e}); "
+                     "`histoclr ablate CONFIG --sync-records` writes them later")
 
     save_records()
 

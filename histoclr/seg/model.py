@@ -61,6 +61,9 @@ class SegNet(nn.Module):
     format (the logits stay float32).
     """
 
+    precision = "32"          # set_compute's (class defaults: a model pickled before them still runs)
+    channels_last = False
+
     def __init__(self, spec: SegModelSpec):
         super().__init__()
         import segmentation_models_pytorch as smp
@@ -75,8 +78,6 @@ class SegNet(nn.Module):
             encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=spec.output_stride,
             decoder_channels=spec.decoder_channels, classes=spec.out_channels)
         self.frozen_stages: frozenset[str] = frozenset()
-        self.precision = "32"
-        self.channels_last = False
 
     @property
     def encoder(self) -> nn.Module:
@@ -214,6 +215,10 @@ def load_seg_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         load_state_dict_strict(model.net, payload["state_dict"], f"checkpoint {path}")
     except ValueError as e:
         raise InputFileError(path, str(e)) from None
-    model.set_compute(**payload.get("compute", {})).to(device).eval()   # as validated (files before it: fp32)
+    try:
+        model.set_compute(**payload.get("compute", {}))   # as validated (files from before it: fp32)
+    except (TypeError, ValueError) as e:
+        raise InputFileError(path, f"model checkpoint has an invalid compute setting ({e})") from None
+    model.to(device).eval()
     return SegCheckpoint(model, payload["mpp"], payload["window"], tuple(payload["mean"]),
                          tuple(payload["std"]), payload.get("metadata", {}), post)

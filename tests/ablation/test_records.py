@@ -143,3 +143,44 @@ def test_ablate_sync_records_needs_a_records_dir(sweep_cfg, tmp_path):
     assert out.exit_code != 0 and "records_dir is not set" in out.output, out.output
     out = CliRunner().invoke(cli, ["ablate", str(cfg_path), "--sync-records"])
     assert out.exit_code != 0 and "no sweep 'recorded' in experiment 'recorded'" in out.output, out.output
+
+
+def test_a_checkout_elsewhere_restores_under_its_own_snapshot_path(sweep_cfg, tmp_path):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    cfg, snap = sweep_cfg
+    run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+    moved = tmp_path / "other_checkout" / "snap.pt"        # the same weights at another path
+    moved.parent.mkdir()
+    shutil.copyfile(snap, moved)
+    cfg.inits = ["random", f"simclr:{moved}"]
+    uri = f"sqlite:///{tmp_path / 'b.db'}"
+    fresh = FakeFinetune()
+    res = run_sweep(cfg, tracking_uri=uri, cell_runner=fresh, echo=lambda s: None)
+    assert fresh.trained == [] and len(res.reused) == 4
+    inits = {r.data.params["init"] for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("recorded").experiment_id]) if "init" in r.data.params}
+    assert inits == {"random", f"simclr:{moved.resolve()}"}       # the report groups by this checkout's path
+
+    cfg.inits = ["random", f"simclr:{snap}", f"simclr:{moved}"]   # two names for one snapshot: one cell
+    with pytest.raises(HistoclrError, match="are the same cell"):
+        run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'c.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+
+
+def test_sync_does_not_restore_into_a_running_sweep(sweep_cfg, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg, _ = sweep_cfg
+    run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+    uri = f"sqlite:///{tmp_path / 'b.db'}"       # another machine's store, its sweep running with no cell yet
+    from histoclr.ablation.sweep import SWEEP_TAG, _sweep_key
+
+    parent = open_run(cfg.experiment, cfg.sweep_name, tracking_uri=uri, tags={SWEEP_TAG: _sweep_key(cfg)})
+    said = []
+    sync_records(cfg, tracking_uri=uri, echo=said.append)
+    assert any("the sweep is running: records written only" in s for s in said), said
+    children = [r for r in MlflowClient(uri).search_runs([parent.get().info.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
+    assert children == []      # the running sweep would train them too: nothing restored under it

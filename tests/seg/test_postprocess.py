@@ -112,6 +112,7 @@ def test_remove_small_drops_objects_under_the_size_in_masks_and_label_images():
     with warnings.catch_warnings():
         warnings.simplefilter("error")        # a one-nucleus label image warns nothing
         assert set(np.unique(remove_small(labels, 5))) == {0, 2}
+        assert not remove_small(np.where(labels == 1, 7, 0), 5).any()      # one nucleus, too small
         assert set(np.unique(remove_small(labels == 2, 9))) == {False, True}
         assert not remove_small(labels > 0, 10).any()
     assert remove_small(labels, 1) is labels
