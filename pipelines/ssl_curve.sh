@@ -6,8 +6,8 @@
 # (MLflow child runs) are skipped, a cell cut off half-way starts again; it does nothing while
 # the sweep is alive. Run it alone on a 2-core machine (a concurrent test run slows it several times).
 # Each finished cell is also written to docs/ssl_curve_cpu_run/cells/ (commit those records: a fresh
-# machine restores them instead of training the cells again); the inits are the snapshots kept in git
-# under docs/pretrain_dense_cpu_run/snapshots/ (see configs/ablation/ssl_curve_cpu.yaml).
+# machine restores them instead of training the cells again); the inits are the snapshots
+# under runs/pretrain_dense_cpu/snapshots/, not in git (see configs/ablation/ssl_curve_cpu.yaml).
 #   bash pipelines/ssl_curve.sh                        # start or resume
 #   grep -E "^\[|cell" runs/ssl_curve/log.txt | tail   # cells done so far
 #   git add docs/ssl_curve_cpu_run && git commit -m "SSL curve: cell records"   # keep them
@@ -16,8 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for step in 000250 002000; do
-    snap=docs/pretrain_dense_cpu_run/snapshots/backbone_step$step.pt
-    [[ -f $snap ]] || { echo "error: $snap is missing: finish bash pipelines/pretrain_long.sh, then keep its snapshots with python pipelines/pretrain_record.py --keep-snapshots 250,2000 (and commit them)"; exit 1; }
+    snap=runs/pretrain_dense_cpu/snapshots/backbone_step$step.pt
+    [[ -f $snap ]] || { echo "error: $snap is missing: finish bash pipelines/pretrain_long.sh, first"; exit 1; }
 done
 source pipelines/background.sh
 TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml "$@"
