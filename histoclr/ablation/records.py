@@ -16,14 +16,14 @@ the sweep registers as a model (:func:`histoclr.ablation.sweep.best_cell` skips 
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from histoclr.errors import HistoclrError
-from histoclr.io import atomic_write_json, sha256_file
+from histoclr.io import atomic_write_json
+from histoclr.seg.model import init_sha256
 from histoclr.tracking import Run, child_runs, open_run
 
 RECORD_VERSION = 1
@@ -35,24 +35,6 @@ _SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.histor
 #: Parent-run metrics and tags that the classical baseline writes (and a restore puts back).
 _PARENT_METRIC_PREFIXES = ("classical_",)
 _PARENT_TAGS = ("classical_baseline", "classical_ws_params", "classical_data")
-
-
-def init_sha256(init_value: str) -> str | None:
-    """sha256 of the backbone file of ``simclr:<file>`` (read once per file version in a process);
-    None for inits without a file (random, imagenet)."""
-    if not init_value.startswith("simclr:"):
-        return None
-    path = Path(init_value.split(":", 1)[1])
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise HistoclrError(f"{path}: backbone file not readable ({e.strerror})") from None
-    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
 
 
 def _cell_path(records_dir: Path, key: str) -> Path:

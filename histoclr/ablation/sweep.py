@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from histoclr.ablation.records import RESTORED_TAG, init_sha256, restore_records, write_records
+from histoclr.ablation.records import RESTORED_TAG, restore_records, write_records
 from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.ablation import AblationConfig
 from histoclr.config.seg import FinetuneConfig
@@ -36,7 +36,7 @@ from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
-from histoclr.seg.model import load_seg_checkpoint
+from histoclr.seg.model import init_identity, load_seg_checkpoint
 from histoclr.seg.naming import finetune_run_name
 from histoclr.seg.train import BEST, run_finetune, select_pairs
 from histoclr.ssl.model import imagenet_state_dict, load_backbone
@@ -153,8 +153,7 @@ def cell_key(fcfg) -> str:
     d = config_to_dict(fcfg)
     d.pop("tracking", None)
     d.pop("out_dir", None)
-    if fcfg.init.startswith("simclr:"):
-        d["init"] = f"simclr-sha256:{init_sha256(fcfg.init)}"
+    d["init"] = init_identity(fcfg.init)
     return _hash(d)
 
 

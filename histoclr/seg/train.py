@@ -50,6 +50,7 @@ from histoclr.seg.model import (
     SegModelSpec,
     SegNet,
     init_encoder,
+    init_identity,
     save_seg_checkpoint,
 )
 from histoclr.seg.naming import finetune_run_name
@@ -154,10 +155,12 @@ def tune_postprocess(model, loaded_train: Sequence[LoadedPair], base: Postproces
 
 
 def config_key(cfg: FinetuneConfig) -> str:
-    """Hash of everything that changes the training (not where it logs, nor ``train.resume``)."""
+    """Hash of everything that changes the training (not where it logs, nor ``train.resume``). A
+    SimCLR init counts by its weights (:func:`init_identity`): a moved checkout resumes its runs."""
     d = config_to_dict(cfg)
     for k in ("tracking", "out_dir"):
         d.pop(k, None)
+    d["init"] = init_identity(cfg.init)
     for k in ("resume", "threads"):
         d["train"].pop(k, None)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()

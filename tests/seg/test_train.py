@@ -165,3 +165,25 @@ def test_config_validation():
     for path in ("configs/finetune/cpu.yaml", "configs/finetune/gpu_resnet50.yaml"):
         cfg = load_config(FinetuneConfig, REPO / path)
         assert cfg.model.output_stride == 16 and cfg.tracking.experiment
+
+
+def test_config_key_names_a_simclr_start_by_its_weights_not_its_path(tmp_path):
+    """A copied snapshot (another checkout) resumes the same run; other weights are another run."""
+    import shutil
+
+    from histoclr.seg.train import config_key
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    torch.manual_seed(0)
+    first = save_backbone(tmp_path / "a" / "backbone.pt", build_encoder("resnet18"), "resnet18", {})
+    copy = tmp_path / "b" / "moved.pt"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    other = save_backbone(tmp_path / "c" / "backbone.pt", build_encoder("resnet18"), "resnet18", {})
+
+    def key(path):
+        return config_key(load_config(FinetuneConfig, None, [f"init=simclr:{path}"]))
+
+    assert key(first) == key(copy)
+    assert key(first) != key(other)
+    assert key(first) != config_key(load_config(FinetuneConfig, None, ["init=random"]))
