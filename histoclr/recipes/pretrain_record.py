@@ -1,8 +1,6 @@
-"""The record of a long pretraining run, kept in docs/ (its weights stay out of git, but for the
-snapshots named by ``--keep-snapshots``, which a sweep over several machines starts from).
+"""The record of a long pretraining run, kept in docs/ (its weights stay out of git).
 
-    python pipelines/pretrain_record.py --run-dir runs/pretrain_dense_cpu --out docs/pretrain_dense_cpu_run \
-        --keep-snapshots 250,2000
+    python pipelines/pretrain_record.py --run-dir runs/pretrain_dense_cpu --out docs/pretrain_dense_cpu_run
 
 From the run directory and its MLflow run (named in the snapshots' metadata) it writes into ``--out``:
 ``README.md`` (state, the held-out checks at every snapshot, how to resume), ``config.yaml``,
@@ -57,29 +55,6 @@ def checkpoint_step(run_dir: Path) -> int | None:
 
     path = run_dir / "checkpoints" / "last.pt"
     return int(load_checkpoint(path)["step"]) if path.is_file() else None
-
-
-def keep_snapshots(snaps: list[Snapshot], steps: list[int], out: Path) -> dict[int, Path]:
-    """Copy the snapshots of ``steps`` to ``out/snapshots/`` (to commit: the weights a sweep spread
-    over several machines starts from); ``{step: kept file}``. A kept file is never replaced by
-    other weights: the sweep's cell records name its sha256 (delete it by hand to replace it)."""
-    by_step = {s.step: s for s in snaps}
-    missing = [st for st in steps if st not in by_step]
-    if missing:
-        raise HistoclrError(f"no snapshot of step(s) {', '.join(map(str, missing))} to keep "
-                            f"(the run has {', '.join(str(s.step) for s in snaps) or 'none'})")
-    kept = {}
-    for step in steps:
-        snap = by_step[step]
-        dst = out / "snapshots" / snap.path.name
-        if dst.is_file():
-            if sha256_file(dst) != snap.sha256:
-                raise HistoclrError(f"{dst}: a kept snapshot with other weights than {snap.path} (sha256 "
-                                    f"{snap.sha256[:12]}...): cell records may name it; delete it by hand to replace it")
-        else:
-            atomic_copy(snap.path, dst)
-        kept[step] = dst
-    return kept
 
 
 def holdout_table(run_id: str, tracking_uri: str | None) -> dict[int, dict[str, float]]:
@@ -195,15 +170,13 @@ def read_run(run_dir: Path, tracking_uri: str | None = None) -> RunState:
 def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | None = None,
                  resume_command: str = "bash pipelines/pretrain_long.sh",
                  record_command: str = "python pipelines/pretrain_record.py", note: str = "",
-                 state: RunState | None = None, keep_steps: list[int] = ()) -> Path:
+                 state: RunState | None = None) -> Path:
     """Write the record (see the module docstring) and return the README's path (``state``: the
-    run as :func:`read_run` read it, read here when not given; ``keep_steps``: snapshots copied
-    into the record, :func:`keep_snapshots`)."""
+    run as :func:`read_run` read it, read here when not given)."""
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = state or read_run(run_dir, tracking_uri)
     snaps, step, run_id, table = state.snaps, state.step, state.run_id, state.table
-    kept = keep_snapshots(snaps, list(keep_steps), out)
 
     for name in ("config.yaml", "dense_manifest.json"):
         if (run_dir / name).is_file():
@@ -229,16 +202,14 @@ def write_record(run_dir: str | Path, out: str | Path, *, tracking_uri: str | No
     max_steps = int(cfg.get("train", {}).get("max_steps", 0)) or None
     finished = step is not None and max_steps is not None and step >= max_steps
     lines = [f"# The long dense pretraining run ({'finished' if finished else 'in progress'})", "",
-             (f"Run directory `{run_dir}` ({'weights not in git' if not kept else 'the snapshots marked kept are in git, beside this file'}), "
-              f"MLflow run `{run_id or 'unknown'}`. "
+             (f"Run directory `{run_dir}` (weights not in git), MLflow run `{run_id or 'unknown'}`. "
               f"Last checkpoint: step **{step if step is not None else 'none'}**"
               + (f" of {max_steps}" if max_steps else "") + "."), "",
              ("Snapshots (`finetune-seg --init simclr:PATH` loads them strictly; their metadata names the "
               "step, the run, the git commit and the dense manifest; the sha256 tells whether a rerun on a "
               "fresh work tree made the same file):"), ""]
     lines += [f"- step {s.step}: `{s.path}` (commit {s.git_commit[:10]}, sha256 `{s.sha256}`)"
-              + (f", kept in git as [`{kept[s.step].relative_to(out)}`]({kept[s.step].relative_to(out)})"
-                 if s.step in kept else "") for s in snaps] or ["- none yet"]
+              for s in snaps] or ["- none yet"]
     lines += ["", *checks_table(table)]
     resumes, s_per_step = log_facts(log)
     lines += [""] + [f"![{p}]({p})" for p in pictures]
@@ -273,20 +244,12 @@ def _main(argv: list[str] | None) -> None:
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--note", default="", help="a paragraph appended to the README (speed, interruptions)")
     ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write ('' for none)")
-    ap.add_argument("--keep-snapshots", default="", metavar="STEPS",
-                    help="comma-separated steps whose snapshots are copied into --out/snapshots/ to commit "
-                         "(e.g. 250,2000: the inits of the SSL-curve sweep, which runs over several machines)")
     args = ap.parse_args(argv)
-    try:
-        keep_steps = [int(s) for s in args.keep_snapshots.split(",") if s.strip()]
-    except ValueError:
-        raise HistoclrError(f"--keep-snapshots {args.keep_snapshots!r}: not a comma-separated list of steps") from None
     state = read_run(Path(args.run_dir), args.tracking_uri)
     if not state.snaps or not state.run_id:  # a mistyped --run-dir must not overwrite the record with a blank one
         raise HistoclrError(f"{args.run_dir}: no backbone snapshots naming their MLflow run (snapshots/"
                             "backbone_step*.pt): is this a pretraining run directory?")
-    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state,
-                          keep_steps=keep_steps)
+    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state)
     print(readme.read_text())
     if args.section:
         from histoclr.docs_sections import RESULTS, write_section

@@ -103,32 +103,3 @@ def test_a_folder_without_snapshots_is_one_line_and_overwrites_nothing(tmp_path)
     assert str(e.value).startswith(f"error: {tmp_path / 'runs' / 'typo'}: no backbone snapshots")
     assert "\n" not in str(e.value)
     assert (tmp_path / "doc" / "README.md").read_text() == "the good record"
-
-
-def test_kept_snapshots_are_copied_once_and_never_replaced_by_other_weights(tmp_path):
-    import pytest
-    import torch
-
-    from histoclr.errors import HistoclrError
-    from histoclr.ssl.model import load_backbone
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir, _ = _run_dir(tmp_path, uri)
-    doc = tmp_path / "doc"
-    text = write_record(run_dir, doc, tracking_uri=uri, keep_steps=[1000]).read_text()
-    kept = doc / "snapshots" / "backbone_step001000.pt"
-    assert sha256_file(kept) == sha256_file(run_dir / "snapshots" / "backbone_step001000.pt")
-    assert load_backbone(kept).metadata["step"] == 1000       # loads as a backbone, metadata intact
-    assert not (doc / "snapshots" / "backbone_step000250.pt").exists()
-    assert "kept in git as [`snapshots/backbone_step001000.pt`](snapshots/backbone_step001000.pt)" in text
-    write_record(run_dir, doc, tracking_uri=uri, keep_steps=[1000])    # same weights: fine, unchanged
-
-    torch.manual_seed(1)                                 # a rerun that made other weights
-    save_backbone(run_dir / "snapshots" / "backbone_step001000.pt", build_encoder("resnet18"), "resnet18",
-                  metadata={"step": 1000, "run_id": "other", "git_commit": "abcdef1234567"})
-    before = sha256_file(kept)
-    with pytest.raises(HistoclrError, match="backbone_step001000.pt: a kept snapshot with other weights"):
-        write_record(run_dir, doc, tracking_uri=uri, keep_steps=[1000])
-    assert sha256_file(kept) == before
-    with pytest.raises(HistoclrError, match=r"no snapshot of step\(s\) 500 to keep \(the run has 250, 1000\)"):
-        write_record(run_dir, doc, tracking_uri=uri, keep_steps=[500])
