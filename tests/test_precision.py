@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from histoclr.errors import HistoclrError
 from histoclr.precision import autocast
 
 
@@ -16,3 +17,5 @@ def test_autocast_runs_bf16_matmuls_and_nothing_at_32():
         assert (a @ b).dtype == torch.float32
     with pytest.raises(ValueError, match="precision must be one of bf16, fp16, 32, got 'fp8'"):
         autocast("cpu", "fp8")
+    with pytest.raises(HistoclrError, match="fp16 needs a CUDA GPU"):
+        autocast("cpu", "fp16")

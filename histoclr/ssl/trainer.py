@@ -33,7 +33,7 @@ from histoclr.errors import HistoclrError, InputFileError, OutputFileError, Trai
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
 from histoclr.io import ensure_output_dir, load_tagged, save_tagged
 from histoclr.optim import build_optimizer, build_schedule
-from histoclr.precision import autocast
+from histoclr.precision import autocast, check_precision
 from histoclr.progress import progress_bar
 from histoclr.ssl.augment import (
     augment_worker_init_fn,
@@ -239,8 +239,7 @@ class SimCLRTrainer:
         self.dist = dist = dist_utils.init_distributed(tc.device)
         device = dist.device
         try:
-            if tc.precision == "fp16" and device.type != "cuda":
-                raise HistoclrError("train.precision=fp16 needs a CUDA GPU; use bf16 or 32 on CPU")
+            check_precision(device.type, tc.precision)     # before any work, not at the first step
             dist_utils.check_sync_batchnorm(tc.sync_batchnorm, dist)
             ckpt = self._read_checkpoint(resume, allow_new_config)
             if dist.is_main:
