@@ -7,37 +7,17 @@ machine and the date; re-running the command replaces its section only.
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 from datetime import date
 from pathlib import Path
 
 from histoclr.io import atomic_write_text
+from histoclr.tracking import machine_description
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 RESULTS = DOC.parent / "results.md"
 RESULTS_HEADER = "# Results\n\nReal runs on the shared MoNuSeg/SVS data; each section names its exact command and machine.\n"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; re-run the command to refresh it.\n"
-
-
-def machine_description() -> str:
-    """One line: CPU cores and model, memory, OS and Python version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def write_section(name: str, body: str, command: str, machine: str | None = None,

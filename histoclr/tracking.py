@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import socket
 import subprocess
 import time
@@ -55,8 +56,8 @@ DEFAULT_DB = "mlflow.db"
 #: ``key=value,key=value``: tags every run gets (the pipeline's demo sets ``demo=true``).
 RUN_TAGS_ENV = "HISTOCLR_RUN_TAGS"
 MAX_PARAM_CHARS = 6000
-#: The machine a fine-tuning run trained on (``histoclr.docs_sections.machine_description``): a sweep
-#: spread over several machines says which cells ran where.
+#: The machine a run was created on (:func:`machine_description`): a sweep spread over several
+#: machines says which cells ran where.
 MACHINE_TAG = "histoclr.machine"
 CHECK_TIMEOUT_S = 5.0
 #: The experiment tag that selects MLflow 3's UI mode, and its value for model-training work.
@@ -86,6 +87,25 @@ def env_tags() -> dict[str, str]:
     """The tags of ``HISTOCLR_RUN_TAGS`` (``key=value,...``; items without ``=`` are ignored)."""
     items = (t.partition("=") for t in os.environ.get(RUN_TAGS_ENV, "").split(","))
     return {k.strip(): v.strip() for k, sep, v in items if sep and k.strip()}
+
+
+def machine_description() -> str:
+    """One line: CPU cores and model, memory, OS and Python version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def git_commit(repo: str | Path | None = None) -> str | None:
@@ -233,10 +253,10 @@ class Run:
 
     log_artifacts = log_artifact
 
-    def end(self, status: str = "FINISHED") -> None:
-        """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    def end(self, status: str = "FINISHED", end_time: int | None = None) -> None:
+        """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED`` (at ``end_time``, ms since the epoch; now)."""
         if self.enabled:
-            self._client.set_terminated(self.run_id, status=status)
+            self._client.set_terminated(self.run_id, status=status, end_time=end_time)
 
     def get(self):
         """The MLflow ``Run`` entity (info, data), or None when tracking is off."""
@@ -317,11 +337,14 @@ def experiment_links(tracking_uri: str | None = None, ui_url: str | None = None)
 
 def open_run(experiment: str, run_name: str | None = None, *, tracking_uri: str | None = None,
              params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
-             run_id: str | None = None, parent_run_id: str | None = None, enabled: bool = True) -> Run:
+             run_id: str | None = None, parent_run_id: str | None = None, enabled: bool = True,
+             start_time: int | None = None) -> Run:
     """Create a run (or set the existing ``run_id`` RUNNING again); the caller calls ``end()``.
 
-    A new run gets ``params`` (truncated), ``tags``, the git commit (``git_commit``) and, with
-    ``parent_run_id``, the ``mlflow.parentRunId`` tag. A resumed run keeps its params.
+    A new run gets ``params`` (truncated), ``tags``, the git commit (``git_commit``), the machine
+    (:data:`MACHINE_TAG`) and, with
+    ``parent_run_id``, the ``mlflow.parentRunId`` tag; ``start_time`` (ms since the epoch) dates a
+    run logged after the fact. A resumed run keeps its params.
     """
     if not enabled:
         return NO_RUN
@@ -335,11 +358,12 @@ def open_run(experiment: str, run_name: str | None = None, *, tracking_uri: str 
         run = Run(run_id, uri)
         run.set_tags({**env_tags(), **(tags or {})})
         return run
-    all_tags = {"git_commit": git_commit() or "unknown", **env_tags(),
+    all_tags = {"git_commit": git_commit() or "unknown", MACHINE_TAG: machine_description(), **env_tags(),
                 **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    created = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=all_tags)
+    created = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=all_tags,
+                                start_time=start_time)
     run = Run(created.info.run_id, uri)
     run.log_params(params or {})
     return run

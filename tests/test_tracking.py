@@ -8,11 +8,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from histoclr.tracking import (
+    MACHINE_TAG,
     TrackingError,
     check_tracking_uri,
     default_tracking_uri,
     find_runs,
     git_commit,
+    machine_description,
     resolve_tracking_uri,
     run_exists,
     start_run,
@@ -44,6 +46,7 @@ def test_start_run_logs_through_the_run_object_and_ends_finished(tmp_path):
     assert got.data.params["lr"] == "0.1" and len(got.data.params["long"]) == 6000
     assert got.data.tags["stage"] == "x" and got.data.tags["extra"] == "3"
     assert got.data.tags["git_commit"] == (git_commit() or "unknown")
+    assert got.data.tags[MACHINE_TAG] == machine_description() and " CPU cores (" in got.data.tags[MACHINE_TAG]
     assert [m.step for m in _client().get_metric_history(run.run_id, "loss")] == [1, 2]
     assert [f.path for f in _client().list_artifacts(run.run_id, "dir")] == ["dir/a.txt"]
     assert [r.info.run_id for r in find_runs("exp-s", tags={"stage": "x"})] == [run.run_id]

@@ -7,7 +7,6 @@ histoclr backbone file loads into ``SegNet.encoder`` strictly, key for key.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +17,7 @@ from torch import nn
 from histoclr.config.seg import SEG_PRECISIONS
 from histoclr.errors import HistoclrError, InputFileError
 from histoclr.images import IMAGENET_MEAN, IMAGENET_STD
-from histoclr.io import load_tagged, save_tagged, sha256_file
+from histoclr.io import load_tagged, save_tagged
 from histoclr.precision import autocast
 from histoclr.seg.freeze import keep_frozen_norms_in_eval
 from histoclr.seg.postprocess import PostprocessParams, default_params
@@ -114,31 +113,6 @@ def build_seg_model(encoder: str = "resnet18", architecture: str = "deeplabv3", 
                     classes: int = 2, decoder_channels: int = 256, target: str = "binary") -> SegNet:
     """A randomly initialised :class:`SegNet` (smp with ``encoder_weights=None``)."""
     return SegNet(SegModelSpec(encoder, architecture, output_stride, classes, decoder_channels, target))
-
-
-def init_sha256(init: str) -> str | None:
-    """sha256 of the backbone file of ``simclr:<file>`` (read once per file version in a process);
-    None for inits without a file (random, imagenet)."""
-    if not init.startswith("simclr:"):
-        return None
-    path = Path(init.split(":", 1)[1])
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise HistoclrError(f"{path}: backbone file not readable ({e.strerror})") from None
-    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def init_identity(init: str) -> str:
-    """What an init is for a result: ``simclr-sha256:<hex>`` for a backbone file (its weights, not its
-    path, so a moved checkout or a copied snapshot is the same start), else the init itself."""
-    sha = init_sha256(init)
-    return init if sha is None else f"simclr-sha256:{sha}"
 
 
 def init_encoder(model: SegNet, init: str, imagenet_weights: str | Path | None = None) -> dict[str, str]:

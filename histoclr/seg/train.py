@@ -33,7 +33,6 @@ from tqdm import tqdm
 from histoclr import distributed as dist_utils
 from histoclr.config.loader import config_to_dict, flatten, save_config
 from histoclr.config.seg import FinetuneConfig, parse_freeze_spec
-from histoclr.docs_sections import machine_description
 from histoclr.errors import HistoclrError, InputFileError, TrainingDiverged
 from histoclr.images import normalize_image
 from histoclr.io import atomic_write_json, load_tagged, save_tagged
@@ -50,15 +49,14 @@ from histoclr.seg.model import (
     SegModelSpec,
     SegNet,
     init_encoder,
-    init_identity,
     save_seg_checkpoint,
 )
-from histoclr.seg.naming import finetune_run_name
+from histoclr.seg.naming import finetune_run_name, init_identity
 from histoclr.seg.overlay import save_overlay_png
 from histoclr.seg.pairs import select_labeled
 from histoclr.seg.postprocess import PostprocessParams, choose_params, default_params
 from histoclr.seg.predict import instances_of, sliding_window_predict, split_output
-from histoclr.tracking import MACHINE_TAG, run_exists, start_run
+from histoclr.tracking import run_exists, start_run
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -349,7 +347,7 @@ def _run_finetune(cfg: FinetuneConfig, dist, *, parent_run_id, extra_tags, progr
                    "global_batch": global_batch})
     params.update({f"trainable_params.{k}": v for k, v in counts.items()})
     tags = {"histoclr.kind": "finetune", "labeled_ids": ",".join(p.image_id for p in chosen)[:5000],
-            MACHINE_TAG: machine_description(), **(extra_tags or {})}
+            **(extra_tags or {})}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
