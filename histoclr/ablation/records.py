@@ -23,7 +23,7 @@ from typing import Any
 
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_write_json
-from histoclr.seg.model import init_sha256
+from histoclr.seg.naming import display_init, init_sha256
 from histoclr.tracking import Run, child_runs, open_run
 
 RECORD_VERSION = 1
@@ -131,18 +131,28 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
         params = {**rec["params"], "init": fcfg.init}
         run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=params,
                        tags={**rec["tags"], cell_tag: key, RESTORED_TAG: rec["source_run_id"]},
-                       parent_run_id=parent.run_id)
+                       parent_run_id=parent.run_id, start_time=rec.get("start_time"))
         try:
             _log_history(run, rec["metrics"])
         except BaseException:
             run.end("FAILED")        # a half-restored cell is not a finished one: the next start redoes it
             raise
-        run.end("FINISHED")
+        run.end("FINISHED", end_time=rec.get("end_time"))   # the times it trained, as the MLflow UI shows them
         restored += 1
     unused = {p.stem for p in (records_dir / "cells").glob("*.json")} - {key for _, _, key in planned}
     if unused:
         echo(f"{len(unused)} cell record(s) in {records_dir} match no cell of this sweep (made from other "
              "snapshot weights or another config): not restored")
+        now = {display_init(fcfg.init): init_sha256(fcfg.init) for _, fcfg, _ in planned}
+        then: dict[tuple[str, str], int] = {}
+        for key in unused:
+            rec = _read_json(_cell_path(records_dir, key))
+            name, sha = display_init(rec.get("params", {}).get("init", "?")), rec.get("init_sha256")
+            if sha and name in now and now[name] != sha:
+                then[name, sha] = then.get((name, sha), 0) + 1
+        for (name, sha), n in sorted(then.items()):
+            echo(f"  {n} of them start from {name} with sha256 {sha[:12]}..., the file now has "
+                 f"{(now[name] or '?')[:12]}...: those cells train again")
     parent_path = records_dir / "parent.json"
     if parent_path.is_file() and not parent.get().data.tags.get("classical_data"):
         rec = _read_json(parent_path)

@@ -36,8 +36,8 @@ from histoclr.io import ensure_output_dir
 from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
-from histoclr.seg.model import init_identity, load_seg_checkpoint
-from histoclr.seg.naming import finetune_run_name
+from histoclr.seg.model import load_seg_checkpoint
+from histoclr.seg.naming import finetune_run_name, init_identity
 from histoclr.seg.train import BEST, run_finetune, select_pairs
 from histoclr.ssl.model import imagenet_state_dict, load_backbone
 from histoclr.tracking import (
@@ -109,6 +109,9 @@ def expand_grid(cfg: AblationConfig) -> list[Cell]:
             if (lf, n, f) not in budgets:
                 budgets.append((lf, n, f))
     cells = [Cell(i, f, lf, int(s), n) for s, (lf, n, f), i in itertools.product(cfg.seeds, budgets, cfg.inits)]
+    if cfg.run_first and not any(_runs_first(c, cfg.run_first) for c in cells):
+        raise HistoclrError(f"ablation: run_first {cfg.run_first} selects no cell of the grid (a value not in it, "
+                            "or label_counts against a label_fractions grid?)")
     return sorted(cells, key=lambda c: not _runs_first(c, cfg.run_first))     # stable: first ones, then the rest
 
 
@@ -357,13 +360,13 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
     bar = progress_bar(planned, desc="ablation", unit="cell")
     for i, (cell, fcfg, key) in enumerate(bar, 1):
         previous = by_key.get(key, [])
+        for r in previous:  # a killed process leaves RUNNING children behind (also beside a restored cell)
+            if r.info.status == "RUNNING":
+                Run.attach(r.info.run_id, uri).end("KILLED")
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:
             (result.skipped if done.data.tags.get("skipped") == "true" else result.reused).append(cell)
             continue
-        for r in previous:  # a killed process leaves RUNNING children behind
-            if r.info.status == "RUNNING":
-                Run.attach(r.info.run_id, uri).end("KILLED")
         if cell.init == "imagenet" and imagenet_reason:
             record_run(cfg.experiment, cell.label, "FINISHED", tracking_uri=uri,
                        params=_record_params(cell, fcfg, inits[cell.init][1]),
@@ -372,6 +375,7 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             result.skipped.append(cell)
             echo(f"[{i}/{len(planned)}] skipped {cell.label}: {imagenet_reason}")
             continue
+        _check_unchanged(fcfg, key)
         eta = (sum(durations) / len(durations)) * left if durations else None
         left -= 1
         echo(f"[{i}/{len(planned)}] {cell.label}" + (f" (about {eta / 60:.0f} min left)" if eta else ""))
@@ -396,9 +400,18 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             echo(f"[{i}/{len(planned)}] FAILED {cell.label}: {msg}")
         else:
             result.finished.append(cell)
+            _check_unchanged(fcfg, key)   # before its record names the weights it started from
             save_records()
             # a cell resumed from its checkpoint takes seconds here: its cost for the ETA is its training time
             durations.append(max(time.time() - t0, trained_s))
+
+
+def _check_unchanged(fcfg, key: str) -> None:
+    """Stop the sweep when a cell's snapshot file was rewritten since the sweep planned it (e.g. by
+    a pretraining run writing the same path): its cells are keyed by the weights they start from."""
+    if cell_key(fcfg) != key:
+        raise HistoclrError(f"{fcfg.init.split(':', 1)[1]}: the snapshot changed while the sweep ran (its cells "
+                            "are keyed by its sha256): wait for the pretraining to finish, then start the sweep again")
 
 
 def _record_params(cell: Cell, fcfg, pretrain_run_id: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from histoclr.ablation.sweep import best_cell, run_sweep, sync_records
 from histoclr.config import load_config
 from histoclr.config.ablation import AblationConfig
 from histoclr.errors import HistoclrError
+from histoclr.io import sha256_file
 from histoclr.seg.synthetic import write_synthetic_pairs
 from histoclr.tracking import Run, open_run
 
@@ -94,16 +95,21 @@ def test_a_fresh_store_restores_recorded_cells_instead_of_training_them(sweep_cf
     assert child.data.tags[RESTORED_TAG] in {r.info.run_id for r in client_a.search_runs(
         [client_a.get_experiment_by_name("recorded").experiment_id])}
     assert [m.step for m in client_b.get_metric_history(child.info.run_id, "epoch_val_aji")] == [1, 2]
+    source = client_a.get_run(child.data.tags[RESTORED_TAG]).info       # dated when it trained, not restored
+    assert (child.info.start_time, child.info.end_time) == (source.start_time, source.end_time)
     assert best_cell(res_b.parent_run_id, "val_aji", uri_b) is None      # numbers only: nothing to register
 
     # the snapshot changes (a pretraining rerun with other weights): its cells train again, random's do not
     from histoclr.ssl.model import build_encoder, save_backbone
 
+    old_sha = sha256_file(snap)
     save_backbone(snap, build_encoder("resnet18"), "resnet18", {"run_id": "pre2"})
     said, third = [], FakeFinetune()
     run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'c.db'}", cell_runner=third, echo=said.append)
     assert len(third.trained) == 2 and all("simclr:" in name for name in third.trained), third.trained
     assert any("2 cell record(s) in" in s and "match no cell of this sweep" in s for s in said), said
+    assert any(s.startswith(f"  2 of them start from simclr:{snap.name} with sha256 {old_sha[:12]}..., the file "
+                            f"now has {sha256_file(snap)[:12]}...") for s in said), said
 
 
 def test_sync_writes_the_records_of_a_running_sweep_and_rejects_a_broken_one(sweep_cfg, tmp_path):
@@ -184,3 +190,31 @@ def test_sync_does_not_restore_into_a_running_sweep(sweep_cfg, tmp_path):
     children = [r for r in MlflowClient(uri).search_runs([parent.get().info.experiment_id])
                 if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
     assert children == []      # the running sweep would train them too: nothing restored under it
+
+
+def test_a_restore_closes_the_cut_off_run_of_the_cell_it_restores(sweep_cfg, tmp_path):
+    """A cell cut off on this store (its child left RUNNING) but finished on another machine is
+    restored from its record; the cut-off child is closed as KILLED, not left RUNNING for ever."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, _ = sweep_cfg
+    run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+
+    uri = f"sqlite:///{tmp_path / 'b.db'}"
+    class CutOff(FakeFinetune):            # the first cell's process dies: its run stays RUNNING
+        def __call__(self, fcfg, parent_run_id=None, extra_tags=None):
+            open_run(fcfg.tracking.experiment, "cut off", tracking_uri=uri, tags=extra_tags,
+                     parent_run_id=parent_run_id)
+            raise KeyboardInterrupt
+
+    records = cfg.records_dir
+    cfg.records_dir = None
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, tracking_uri=uri, cell_runner=CutOff(), echo=lambda s: None)
+    cfg.records_dir = records
+    again = FakeFinetune()
+    run_sweep(cfg, tracking_uri=uri, cell_runner=again, echo=lambda s: None)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("recorded").experiment_id])
+    cut = [r for r in runs if r.info.run_name == "cut off"]
+    assert again.trained == [] and len(cut) == 1 and cut[0].info.status == "KILLED"

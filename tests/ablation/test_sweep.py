@@ -248,6 +248,9 @@ def test_run_first_reorders_the_cells_without_changing_them():
                      ({"inits": ["simclr:c.pt"]}, "'simclr:c.pt' is not one of the sweep's inits")):
         with pytest.raises(ConfigError, match=msg):
             AblationConfig(inits=plain.inits, run_first=bad).validate()
+    for none in ({"label_fractions": [0.5]}, {"freezes": ["layer1-2"]}, {"seeds": [7]}):   # matches no cell
+        with pytest.raises(HistoclrError, match="selects no cell of the grid"):
+            expand_grid(AblationConfig(inits=plain.inits, seeds=plain.seeds, grids=grids, run_first=none))
 
 
 def test_ablate_prints_the_runs_link_and_the_registered_model(monkeypatch, tmp_path):
@@ -354,3 +357,39 @@ def test_cell_key_names_a_snapshot_by_its_weights_not_its_path(tmp_path):
     assert key(f"simclr:{a}") != key("random")
     with pytest.raises(HistoclrError, match="missing.pt: backbone file not readable"):
         key(f"simclr:{tmp_path / 'missing.pt'}")
+
+
+def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it(tmp_path):
+    """Cells are keyed by their snapshot's sha256: when a pretraining run rewrites the file while the
+    sweep runs, the sweep stops with one line instead of recording the cell under weights it did not
+    start from, or training the next cells from other weights than their keys say."""
+    import torch
+
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    torch.manual_seed(0)
+    snap = save_backbone(tmp_path / "snap.pt", build_encoder("resnet18"), "resnet18", {})
+    pairs = write_synthetic_pairs(tmp_path / "data")
+    ft = {"pairs": str(pairs), "data_root": str(tmp_path / "data"), "data": {"mpp": None, "crop_size": 64}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    sweep = {"experiment": "rewrite", "sweep_name": "rewrite", "finetune_config": str(tmp_path / "ft.yaml"),
+             "inits": [f"simclr:{snap}"], "freezes": ["none"], "label_fractions": [1.0], "seeds": [0, 1],
+             "out_dir": str(tmp_path / "ablation"), "classical_baseline": False, "register_as": None,
+             "records_dir": str(tmp_path / "records")}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    calls = []
+
+    def runner(fcfg, parent_run_id, extra_tags):   # a finished cell, and meanwhile the snapshot is rewritten
+        from histoclr.tracking import open_run
+
+        calls.append(fcfg.seed)
+        open_run("rewrite", "cell", tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
+                 parent_run_id=parent_run_id).end("FINISHED")
+        save_backbone(snap, build_encoder("resnet18"), "resnet18", {})
+        return {}
+
+    with pytest.raises(HistoclrError, match=r"snap.pt: the snapshot changed while the sweep ran"):
+        run_sweep(load_config(AblationConfig, tmp_path / "sweep.yaml"),
+                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", echo=lambda s: None, cell_runner=runner)
+    assert calls == [0]
+    assert not list((tmp_path / "records").glob("cells/*.json"))
