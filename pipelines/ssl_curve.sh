@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The SSL curve sweep (configs/ablation/ssl_curve_cpu.yaml: 54 fine-tuning cells, random init and
 # the pretraining snapshots of steps 250 and 2000, 1 / 2 / 10 labelled images, 3 seeds), in the
-# background, logged to runs/ssl_curve/log.txt (appended). The cells run seed by seed, so every
-# finished seed is a complete paired comparison. Re-running this script resumes: finished cells
+# background, logged to runs/ssl_curve/log.txt (appended). The target's 24 cells run first (the
+# config's run_first), each block seed by seed, so every finished seed of a block is a complete paired
+# comparison. Re-running this script resumes: finished cells
 # (MLflow child runs) are skipped, a cell cut off half-way starts again; it does nothing while
 # the sweep is alive. Run it alone on a 2-core machine (a concurrent test run slows it several times).
 # Each finished cell is also written to docs/ssl_curve_cpu_run/cells/ (commit those records: a fresh
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for step in 000250 002000; do
     snap=runs/pretrain_dense_cpu/snapshots/backbone_step$step.pt
-    [[ -f $snap ]] || { echo "error: $snap is missing: finish bash pipelines/pretrain_long.sh, first"; exit 1; }
+    [[ -f $snap ]] || { echo "error: $snap is missing: finish bash pipelines/pretrain_long.sh first"; exit 1; }
 done
 source pipelines/background.sh
 TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml "$@"

@@ -318,12 +318,12 @@ def _main(argv: list[str] | None) -> None:
     params = Run.attach(rep.parent_run_id, args.tracking_uri).get().data.params
     imagenet = ("; the `imagenet` arm is recorded as skipped (no weights offline)"
                 if "imagenet" in params.get("inits", "") else "")
+    machines = cell_machines(rep.parent_run_id, args.tracking_uri)
     body = [
         (f"Sweep `{args.experiment}`, parent run `{rep.parent_run_id}`: "
          f"{sweep_state(rep.parent_run_id, n_cells, args.tracking_uri)}. {n_cells} finished fine-tuning runs "
          f"({total_min:.0f} min of training and validation in all), each one MLflow child run{imagenet}. "
-         f"{cell_machines(rep.parent_run_id, args.tracking_uri)} "
-         "Validation: the fixed 3 images; label pool: the "
+         f"{machines + ' ' if machines else ''}Validation: the fixed 3 images; label pool: the "
          "other 10 (the subsets are nested and drawn per seed). Each cell's best epoch is chosen by "
          "validation AJI on these same validation images (the same, slightly optimistic, rule for every "
          "arm) and its post-processing on its own training images; `best_val_dice` is that epoch's Dice. "
