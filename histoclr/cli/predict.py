@@ -53,13 +53,16 @@ def _region(ctx, param, value):
               help="Sliding-window overlap (fraction of the window).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["model", "32", "bf16"]), default="model", show_default=True,
+              help="Compute precision: 'model' is the one it was validated at (stored in the checkpoint); "
+                   "32 on CPUs without bf16 units (no AMX / AVX512-BF16), where bf16 is slow.")
 @click.option("--overwrite", is_flag=True,
               help="Redo inputs an earlier run finished with the same settings (default: skip them).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[Path, ...], model: str, out: Path, mpp, assume_mpp, region,
             mask_format, binary, mask_tiff, threshold, tile_size, halo, min_tissue, overlap, batch_size, device,
-            overwrite, no_progress) -> None:
+            precision, overwrite, no_progress) -> None:
     """Segment nuclei in whole slides (any OpenSlide format), slide regions (--region) or images
     (PNG/JPEG/TIFF) at the model's mpp, with the post-processing stored in the model.
 
@@ -84,9 +87,12 @@ def predict(ctx: click.Context, inputs: tuple[Path, ...], model: str, out: Path,
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = load_seg_checkpoint(model, device)
+    if precision != "model":
+        ckpt.model.set_compute(precision, ckpt.model.channels_last)
     click.echo(f"model {model}: {ckpt.model.spec.architecture} {ckpt.model.spec.encoder}, "
                f"{ckpt.mpp if ckpt.mpp is not None else 'native'} um/px, window {ckpt.window} px, "
-               f"target {ckpt.model.spec.target}, post-processing {ckpt.postprocess.method}")
+               f"target {ckpt.model.spec.target}, post-processing {ckpt.postprocess.method}, "
+               f"precision {ckpt.model.precision}")
     failed = 0
     for path in inputs:
         try:

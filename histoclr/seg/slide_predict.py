@@ -290,9 +290,9 @@ class Parts:
 
 
 def model_fingerprint(ckpt) -> str:
-    """sha256 of what decides a model's output: weights, spec, mpp, window, normalisation."""
+    """sha256 of what decides a model's output: weights, spec, mpp, window, normalisation, precision."""
     h = hashlib.sha256(repr((getattr(ckpt.model, "spec", None), ckpt.mpp, ckpt.window, tuple(ckpt.mean),
-                             tuple(ckpt.std))).encode())
+                             tuple(ckpt.std), getattr(ckpt.model, "precision", "32"))).encode())
     for k, v in sorted(ckpt.model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().numpy().tobytes())

@@ -68,6 +68,9 @@ def test_several_slides_one_bad_then_skip_and_overwrite(model, slides, tmp_path)
     res = run("--model", model, a, "--out", out, "--mask-tiff", "--threshold", "0.6", *FAST)   # other settings
     assert res.exit_code == 0 and "skipped" not in res.output, res.output
     assert (out / "a_summary.json").stat().st_mtime_ns != after
+    assert "precision 32" in res.output                                # as validated (an fp32 model)
+    res = run("--model", model, a, "--out", out, "--mask-tiff", "--threshold", "0.6", "--precision", "bf16", *FAST)
+    assert res.exit_code == 0 and "precision bf16" in res.output and "skipped" not in res.output, res.output
 
 
 def test_region_writes_level0_labels(model, tmp_path):
