@@ -218,3 +218,53 @@ def test_a_restore_closes_the_cut_off_run_of_the_cell_it_restores(sweep_cfg, tmp
     runs = client.search_runs([client.get_experiment_by_name("recorded").experiment_id])
     cut = [r for r in runs if r.info.run_name == "cut off"]
     assert again.trained == [] and len(cut) == 1 and cut[0].info.status == "KILLED"
+
+
+def test_sync_restores_into_a_stopped_sweep_and_a_half_restore_is_redone(sweep_cfg, tmp_path, monkeypatch):
+    """`--sync-records` on a sweep that is not running restores the recorded cells; a restore that
+    breaks half-way leaves that cell FAILED (not FINISHED with half its numbers), redone next time."""
+    from mlflow.tracking import MlflowClient
+
+    import histoclr.ablation.records as records_mod
+
+    cfg, _ = sweep_cfg
+    run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
+    uri = f"sqlite:///{tmp_path / 'b.db'}"
+
+    def broken(fcfg, parent_run_id=None, extra_tags=None):
+        raise RuntimeError("no GPU today")
+
+    records = cfg.records_dir
+    cfg.records_dir = None                              # this store's sweep: all 4 cells failed
+    assert len(run_sweep(cfg, tracking_uri=uri, cell_runner=broken, echo=lambda s: None).failed) == 4
+    cfg.records_dir = records
+
+    real, calls = records_mod._log_history, []
+
+    def fails_once(run, history):
+        calls.append(run.run_id)
+        if len(calls) == 2:
+            raise OSError("database is locked")
+        real(run, history)
+
+    monkeypatch.setattr(records_mod, "_log_history", fails_once)
+    with pytest.raises(OSError, match="database is locked"):
+        sync_records(cfg, tracking_uri=uri, echo=lambda s: None)
+    client = MlflowClient(uri)
+    assert client.get_run(calls[1]).info.status == "FAILED"
+    said = []
+    sync_records(cfg, tracking_uri=uri, echo=said.append)
+    assert "restored 3 finished cell(s) from the records in " + records in said, said
+    finished = [r for r in client.search_runs([client.get_experiment_by_name("recorded").experiment_id])
+                if r.info.status == "FINISHED" and RESTORED_TAG in r.data.tags]
+    assert len(finished) == 4
+
+
+def test_a_failed_record_write_warns_and_the_sweep_goes_on(sweep_cfg, tmp_path):
+    cfg, _ = sweep_cfg
+    (tmp_path / "blocked").write_text("a file where the records folder should be")
+    cfg.records_dir = str(tmp_path / "blocked")
+    said = []
+    res = run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=said.append)
+    assert len(res.finished) == 4
+    assert any(s.startswith(f"warning: cell records not written to {tmp_path / 'blocked'}") for s in said), said

@@ -109,6 +109,10 @@ def test_checkpoint_predicts_at_the_precision_it_was_validated_at(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(ck.model(x), model(x))               # bit for bit what validation computed
+    payload = torch.load(tmp_path / "m.pt", weights_only=False)
+    torch.save({**payload, "compute": {"precision": "fp8"}}, tmp_path / "bad.pt")
+    with pytest.raises(InputFileError, match="bad.pt.*invalid compute setting"):
+        load_seg_checkpoint(tmp_path / "bad.pt")
 
 
 @pytest.mark.parametrize("architecture", ["deeplabv3", "deeplabv3plus"])
