@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from histoclr.errors import HistoclrError
+from histoclr.errors import InputFileError
 from histoclr.io import sha256_file
 
 
@@ -38,8 +38,10 @@ def init_sha256(init: str) -> str | None:
     path = Path(init.split(":", 1)[1])
     try:
         st = path.stat()
+    except FileNotFoundError:
+        raise InputFileError(path, "backbone file not found") from None    # as loading it says
     except OSError as e:
-        raise HistoclrError(f"{path}: backbone file not readable ({e.strerror})") from None
+        raise InputFileError(path, f"backbone file not readable ({e.strerror})") from None
     return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 

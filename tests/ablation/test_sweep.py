@@ -355,7 +355,7 @@ def test_cell_key_names_a_snapshot_by_its_weights_not_its_path(tmp_path):
     assert key(f"simclr:{a}") == key(f"simclr:{b}")            # same weights, another checkout
     assert key(f"simclr:{a}") != key(f"simclr:{other}")        # other weights: another cell
     assert key(f"simclr:{a}") != key("random")
-    with pytest.raises(HistoclrError, match="missing.pt: backbone file not readable"):
+    with pytest.raises(HistoclrError, match="missing.pt: backbone file not found"):
         key(f"simclr:{tmp_path / 'missing.pt'}")
 
 
