@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from histoclr.ablation.report import INIT_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_write_json
 from histoclr.seg.naming import display_init, init_sha256
@@ -31,7 +32,7 @@ RESTORED_TAG = "histoclr.restored_from"
 #: Tags MLflow sets for the process that logged a run: not the cell's, not restored.
 #: A cell's registration belongs to the store it was registered in.
 _SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.history", RESTORED_TAG,
-                "histoclr.registered_model")
+                "histoclr.registered_model", INIT_TAG)
 #: Parent-run metrics and tags that the classical baseline writes (and a restore puts back).
 _PARENT_METRIC_PREFIXES = ("classical_",)
 _PARENT_TAGS = ("classical_baseline", "classical_ws_params", "classical_data")

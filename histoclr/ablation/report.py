@@ -20,6 +20,10 @@ from histoclr.tracking import (
 )
 
 GROUP = ["init", "freeze", "label_fraction"]
+#: A run's init as its sweep names it now, where that differs from its ``init`` param: the same
+#: snapshot weights (the cell key says so) at another path, e.g. a checkout or folder moved after
+#: the cell trained. The report groups by it, so one snapshot is one arm.
+INIT_TAG = "histoclr.init"
 METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
 BASELINE_KEY = {"val_aji": "aji", "val_pq": "pq", "best_val_dice": "dice", "val_f1": "f1", "val_iou": "iou"}
 LABELS = {"val_aji": "validation AJI", "val_pq": "validation PQ", "best_val_dice": "validation Dice",
@@ -61,7 +65,7 @@ def collect_runs(parent_run_id: str, tracking_uri: str | None = None):
         if r.info.status != "FINISHED" or r.data.tags.get("skipped") == "true":
             continue
         p, m = r.data.params, result_metrics(r, METRICS, tracking_uri)
-        rows.append({"run_id": r.info.run_id, "init": p.get("init"), "freeze": p.get("freeze"),
+        rows.append({"run_id": r.info.run_id, "init": r.data.tags.get(INIT_TAG) or p.get("init"), "freeze": p.get("freeze"),
                      "label_fraction": float(p.get("label_fraction", "nan")),
                      "num_labeled": p.get("num_labeled"), "seed": p.get("seed"),
                      **{k: m.get(k, float("nan")) for k in METRICS}})

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from histoclr.ablation.records import RESTORED_TAG, restore_records, write_records
+from histoclr.ablation.report import INIT_TAG
 from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.ablation import AblationConfig
 from histoclr.config.seg import FinetuneConfig
@@ -365,6 +366,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
                 Run.attach(r.info.run_id, uri).end("KILLED")
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:
+            if done.data.params.get("init", fcfg.init) != fcfg.init and done.data.tags.get(INIT_TAG) != fcfg.init:
+                Run.attach(done.info.run_id, uri).set_tags({INIT_TAG: fcfg.init})   # same weights, moved file
             (result.skipped if done.data.tags.get("skipped") == "true" else result.reused).append(cell)
             continue
         if cell.init == "imagenet" and imagenet_reason:

@@ -268,3 +268,25 @@ def test_a_failed_record_write_warns_and_the_sweep_goes_on(sweep_cfg, tmp_path):
     res = run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'a.db'}", cell_runner=FakeFinetune(), echo=said.append)
     assert len(res.finished) == 4
     assert any(s.startswith(f"warning: cell records not written to {tmp_path / 'blocked'}") for s in said), said
+
+
+def test_cells_of_a_moved_snapshot_stay_one_arm_in_the_same_store(sweep_cfg, tmp_path):
+    """The snapshot file moves after its cells trained (same weights, another path): resuming the
+    sweep in the same MLflow store trains nothing, and the report groups old and new cells as one
+    init, named by the path the sweep uses now."""
+    import shutil
+
+    cfg, snap = sweep_cfg
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg.seeds = [0]
+    run_sweep(cfg, tracking_uri=uri, cell_runner=FakeFinetune(), echo=lambda s: None)
+    moved = tmp_path / "moved" / "snap.pt"
+    moved.parent.mkdir()
+    shutil.move(snap, moved)
+    cfg.inits, cfg.seeds = ["random", f"simclr:{moved}"], [0, 1]
+    more = FakeFinetune()
+    res = run_sweep(cfg, tracking_uri=uri, cell_runner=more, echo=lambda s: None)
+    assert len(res.reused) == 2 and len(more.trained) == 2            # seed 0 kept, seed 1 trained
+    runs = collect_runs(res.parent_run_id, uri)
+    assert sorted(set(runs["init"])) == ["random", f"simclr:{moved.resolve()}"]
+    assert (runs["init"] != "random").sum() == 2
