@@ -39,9 +39,9 @@ def _wait_dead(pid: int, timeout: float = 20) -> None:
     raise AssertionError(f"pid {pid} still alive after {timeout} s")
 
 
-def _start(root: Path) -> str:
-    out = subprocess.run(["bash", "pipelines/pretrain_long.sh"], cwd=root, capture_output=True, text=True,
-                         timeout=30, check=True)
+def _start(root: Path, *overrides: str) -> str:
+    out = subprocess.run(["bash", "pipelines/pretrain_long.sh", *overrides], cwd=root, capture_output=True,
+                         text=True, timeout=30, check=True)
     return out.stdout.strip()
 
 
@@ -84,3 +84,13 @@ def test_an_exited_but_unreaped_process_is_not_running(tmp_path):
     (tmp_path / "pid").write_text(str(os.getpid()))  # this test's own process: alive
     assert subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "alive"
     child.wait()
+
+
+def test_pretrain_long_passes_overrides_and_a_longer_run_gets_its_own_folder(tmp_path):
+    root = _tree(tmp_path)
+    said = _start(root, "out_dir=runs/longer", "train.max_steps=4000")
+    assert said.startswith("started: pid ") and "runs/longer/log.txt" in said
+    run = root / "runs" / "longer"
+    _wait_dead(int((run / "pid").read_text()))
+    assert (root / "calls.txt").read_text().split()[-2:] == ["out_dir=runs/longer", "train.max_steps=4000"]
+    assert not (root / "runs" / "pretrain_dense_cpu").exists()
