@@ -237,6 +237,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The record's arguments less ``--note TEXT``: the command that refreshes it, short enough to quote."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a == "--note" or a.startswith("--note="):
+            skip = a == "--note"
+            continue
+        out.append(a)
+    return out
+
+
 def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="runs/pretrain_dense_cpu")
@@ -244,12 +255,17 @@ def _main(argv: list[str] | None) -> None:
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--note", default="", help="a paragraph appended to the README (speed, interruptions)")
     ap.add_argument("--section", default=SECTION, help="the docs/results.md section to write ('' for none)")
+    ap.add_argument("--resume-command", default="bash pipelines/pretrain_long.sh",
+                    help="how the run is resumed, quoted in the README (a run started with overrides: the same ones)")
     args = ap.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
     state = read_run(Path(args.run_dir), args.tracking_uri)
     if not state.snaps or not state.run_id:  # a mistyped --run-dir must not overwrite the record with a blank one
         raise HistoclrError(f"{args.run_dir}: no backbone snapshots naming their MLflow run (snapshots/"
                             "backbone_step*.pt): is this a pretraining run directory?")
-    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state)
+    readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state,
+                          resume_command=args.resume_command,
+                          record_command=shlex.join(["python", "pipelines/pretrain_record.py", *_without_note(argv)]))
     print(readme.read_text())
     if args.section:
         from histoclr.docs_sections import RESULTS, write_section
@@ -261,6 +277,6 @@ def _main(argv: list[str] | None) -> None:
                 f"[{rel}/]({rel}/README.md)."), "", *checks_table(table)]
         if table:  # the plot exists only with checks to draw
             body += ["", f"![held-out checks against the step]({rel}/holdout_vs_step.png)"]
-        command = shlex.join(["python", "pipelines/pretrain_record.py", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(["python", "pipelines/pretrain_record.py", *argv])
         write_section(args.section, "\n".join(body), command, doc=RESULTS)
         print(f"wrote {RESULTS}, section {args.section!r}")

@@ -103,3 +103,18 @@ def test_a_folder_without_snapshots_is_one_line_and_overwrites_nothing(tmp_path)
     assert str(e.value).startswith(f"error: {tmp_path / 'runs' / 'typo'}: no backbone snapshots")
     assert "\n" not in str(e.value)
     assert (tmp_path / "doc" / "README.md").read_text() == "the good record"
+
+
+def test_a_longer_run_beside_the_shipped_one_says_how_it_resumes_and_refreshes(tmp_path):
+    from histoclr.recipes.pretrain_record import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir, _ = _run_dir(tmp_path, uri)
+    resume = "bash pipelines/pretrain_long.sh out_dir=runs/x train.max_steps=4000"
+    main(["--run-dir", str(run_dir), "--out", str(tmp_path / "doc"), "--tracking-uri", uri, "--section", "",
+          "--note", "a long paragraph", "--resume-command", resume])
+    text = (tmp_path / "doc" / "README.md").read_text()
+    assert f"from step 0): `{resume}`." in text
+    assert (f"Refresh this record: `python pipelines/pretrain_record.py --run-dir {run_dir} --out {tmp_path / 'doc'} "
+            f"--tracking-uri {uri} --section '' --resume-command '{resume}'`.") in text
+    assert text.rstrip().endswith("a long paragraph")
