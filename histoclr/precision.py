@@ -22,7 +22,7 @@ def check_precision(device_type: str, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device_type != "cuda":
-        raise HistoclrError("train.precision=fp16 needs a CUDA GPU; use bf16 or 32 on CPU")
+        raise HistoclrError("precision fp16 needs a CUDA GPU; use bf16 or 32 on CPU")
 
 
 def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:

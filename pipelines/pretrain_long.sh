@@ -18,7 +18,7 @@ source pipelines/background.sh
 run=runs/pretrain_dense_cpu
 for arg in "$@"; do if [[ $arg == out_dir=* ]]; then run=${arg#out_dir=}; fi; done
 if ! is_running $run && [[ -f $run/diagnostics/diagnostics.json && $run/diagnostics/diagnostics.json -nt $run/checkpoints/last.pt ]]; then
-    echo "finished: $run/diagnostics/diagnostics.json is newer than the last checkpoint (record: python pipelines/pretrain_record.py)"
+    echo "finished: $run/diagnostics/diagnostics.json is newer than the last checkpoint (record: python pipelines/pretrain_record.py --run-dir $run; another run than the shipped one also needs its own --out and --section)"
     exit 0
 fi
 TQDM_MININTERVAL=20 run_in_background $run nice -n 19 .venv/bin/python -m histoclr pretrain \

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from histoclr.ablation.report import INIT_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_write_json
 from histoclr.seg.naming import display_init, init_sha256
@@ -29,6 +28,13 @@ from histoclr.tracking import Run, child_runs, open_run
 
 RECORD_VERSION = 1
 RESTORED_TAG = "histoclr.restored_from"
+#: A run's init as its sweep names it now, where that differs from its ``init`` param: the same
+#: snapshot weights (the cell key says so) at another path, e.g. a checkout or folder moved after
+#: the cell trained. The report groups by it, so one snapshot is one arm.
+INIT_TAG = "histoclr.init"
+#: Set on a finished child whose cell the sweep no longer plans (other snapshot weights or config):
+#: the sweep also ends it KILLED, so no table, record or registration counts it.
+SUPERSEDED_TAG = "histoclr.superseded"
 #: Tags MLflow sets for the process that logged a run: not the cell's, not restored.
 #: A cell's registration belongs to the store it was registered in.
 _SYSTEM_TAGS = ("mlflow.parentRunId", "mlflow.runName", "mlflow.log-model.history", RESTORED_TAG,
@@ -124,9 +130,13 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
         if key in finished or not path.is_file():
             continue
         rec = _read_json(path)
-        if rec.get("cell_key") != key or rec.get("init_sha256") != init_sha256(fcfg.init):
-            raise HistoclrError(f"{path}: its cell key or snapshot sha256 is not the one its file name says "
-                                "(edited by hand?): delete it to train that cell again")
+        if rec.get("cell_key") != key:
+            raise HistoclrError(f"{path}: its cell key is not the one its file name says (edited by hand?): "
+                                "delete it to train that cell again")
+        if rec.get("init_sha256") != init_sha256(fcfg.init):
+            raise HistoclrError(f"{path}: its snapshot sha256 is not that of {fcfg.init} now (the snapshot was "
+                                "rewritten while the sweep started, or the record edited by hand): start the sweep "
+                                "again once the snapshot is final, or delete the record to train that cell again")
         # the init as this checkout resolves it: the report groups cells by it (the record's may be
         # another machine's absolute path to the same weights, as the sha256 just checked says)
         params = {**rec["params"], "init": fcfg.init}
@@ -144,16 +154,22 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
     if unused:
         echo(f"{len(unused)} cell record(s) in {records_dir} match no cell of this sweep (made from other "
              "snapshot weights or another config): not restored")
-        now = {display_init(fcfg.init): init_sha256(fcfg.init) for _, fcfg, _ in planned}
+        shas: dict[str, set] = {}
+        for _, fcfg, _ in planned:
+            shas.setdefault(display_init(fcfg.init), set()).add(init_sha256(fcfg.init))
+        now = {name: next(iter(s)) for name, s in shas.items() if len(s) == 1}   # a file name that names one file
         then: dict[tuple[str, str], int] = {}
         for key in unused:
-            rec = _read_json(_cell_path(records_dir, key))
-            name, sha = display_init(rec.get("params", {}).get("init", "?")), rec.get("init_sha256")
-            if sha and name in now and now[name] != sha:
+            try:
+                rec = _read_json(_cell_path(records_dir, key))
+            except HistoclrError:     # not restored anyway: the message is only a hint
+                continue
+            name, sha = display_init(str(rec.get("params", {}).get("init", "?"))), rec.get("init_sha256")
+            if sha and now.get(name) and now[name] != sha:
                 then[name, sha] = then.get((name, sha), 0) + 1
         for (name, sha), n in sorted(then.items()):
             echo(f"  {n} of them start from {name} with sha256 {sha[:12]}..., the file now has "
-                 f"{(now[name] or '?')[:12]}...: those cells train again")
+                 f"{now[name][:12]}...: those cells train again")
     parent_path = records_dir / "parent.json"
     if parent_path.is_file() and not parent.get().data.tags.get("classical_data"):
         rec = _read_json(parent_path)

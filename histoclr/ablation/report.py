@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from histoclr.ablation.records import INIT_TAG
 from histoclr.demo import DEMO_HEADER, DEMO_TAG
 from histoclr.errors import HistoclrError
 from histoclr.io import atomic_path, atomic_write_text
@@ -20,10 +21,6 @@ from histoclr.tracking import (
 )
 
 GROUP = ["init", "freeze", "label_fraction"]
-#: A run's init as its sweep names it now, where that differs from its ``init`` param: the same
-#: snapshot weights (the cell key says so) at another path, e.g. a checkout or folder moved after
-#: the cell trained. The report groups by it, so one snapshot is one arm.
-INIT_TAG = "histoclr.init"
 METRICS = ["val_aji", "val_pq", "best_val_dice", "val_f1", "val_iou", "train_time_s"]
 BASELINE_KEY = {"val_aji": "aji", "val_pq": "pq", "best_val_dice": "dice", "val_f1": "f1", "val_iou": "iou"}
 LABELS = {"val_aji": "validation AJI", "val_pq": "validation PQ", "best_val_dice": "validation Dice",

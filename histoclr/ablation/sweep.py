@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from histoclr.ablation.records import RESTORED_TAG, restore_records, write_records
-from histoclr.ablation.report import INIT_TAG
+from histoclr.ablation.records import INIT_TAG, RESTORED_TAG, SUPERSEDED_TAG, restore_records, write_records
 from histoclr.config import config_to_dict, flatten, load_config
 from histoclr.config.ablation import AblationConfig
 from histoclr.config.seg import FinetuneConfig
@@ -262,6 +261,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
     result = SweepResult(parent_id, parent.get().info.experiment_id)
     parent.set_tags({"cells_total": len(planned)})  # known from the start: a report of a running sweep says "n of N"
     try:
+        _supersede_unplanned(parent, planned, uri, echo)
         if cfg.records_dir:   # cells finished on another machine: restored, not trained again
             restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
         _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
@@ -366,7 +366,8 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
                 Run.attach(r.info.run_id, uri).end("KILLED")
         done = next((r for r in previous if r.info.status == "FINISHED"), None)
         if done is not None:
-            if done.data.params.get("init", fcfg.init) != fcfg.init and done.data.tags.get(INIT_TAG) != fcfg.init:
+            moved = done.data.params.get("init", fcfg.init) != fcfg.init or INIT_TAG in done.data.tags
+            if moved and done.data.tags.get(INIT_TAG) != fcfg.init:
                 Run.attach(done.info.run_id, uri).set_tags({INIT_TAG: fcfg.init})   # same weights, moved file
             (result.skipped if done.data.tags.get("skipped") == "true" else result.reused).append(cell)
             continue
@@ -409,11 +410,27 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             durations.append(max(time.time() - t0, trained_s))
 
 
+def _supersede_unplanned(parent: Run, planned, uri: str, echo) -> None:
+    """End KILLED (tagged :data:`SUPERSEDED_TAG`) the finished children whose cell this sweep no
+    longer plans: cells of a snapshot since rewritten with other weights (or of another config)
+    would otherwise stand beside the new ones in the same arm of the report."""
+    keys = {key for _, _, key in planned}
+    old = [r for r in child_runs(parent.run_id, uri)
+           if r.info.status == "FINISHED" and r.data.tags.get(CELL_TAG) not in keys]
+    for r in old:
+        run = Run.attach(r.info.run_id, uri)
+        run.set_tags({SUPERSEDED_TAG: "not a cell of this sweep as planned now (other snapshot weights or config)"})
+        run.end("KILLED")
+    if old:
+        echo(f"{len(old)} finished cell(s) of this sweep match no planned cell (a snapshot rewritten with other "
+             "weights, or another config): ended KILLED, tagged histoclr.superseded, left out of the tables")
+
+
 def _check_unchanged(fcfg, key: str) -> None:
     """Stop the sweep when a cell's snapshot file was rewritten since the sweep planned it (e.g. by
     a pretraining run writing the same path): its cells are keyed by the weights they start from."""
     if cell_key(fcfg) != key:
-        raise HistoclrError(f"{fcfg.init.split(':', 1)[1]}: the snapshot changed while the sweep ran (its cells "
+        raise HistoclrError(f"{fcfg.init}: the snapshot changed while the sweep ran (its cells "
                             "are keyed by its sha256): wait for the pretraining to finish, then start the sweep again")
 
 

@@ -259,13 +259,18 @@ def _main(argv: list[str] | None) -> None:
                     help="how the run is resumed, quoted in the README (a run started with overrides: the same ones)")
     args = ap.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
+    shipped = ap.get_default("run_dir")
+    if Path(args.run_dir) != Path(shipped) and (args.out == ap.get_default("out") or args.section == SECTION):
+        raise HistoclrError(f"--run-dir {args.run_dir} is not the shipped run ({shipped}): give it its own --out and "
+                            "--section (or --section ''), so its record does not replace the shipped run's")
     state = read_run(Path(args.run_dir), args.tracking_uri)
     if not state.snaps or not state.run_id:  # a mistyped --run-dir must not overwrite the record with a blank one
         raise HistoclrError(f"{args.run_dir}: no backbone snapshots naming their MLflow run (snapshots/"
                             "backbone_step*.pt): is this a pretraining run directory?")
     readme = write_record(args.run_dir, args.out, tracking_uri=args.tracking_uri, note=args.note, state=state,
                           resume_command=args.resume_command,
-                          record_command=shlex.join(["python", "pipelines/pretrain_record.py", *_without_note(argv)]))
+                          record_command=shlex.join(["python", "pipelines/pretrain_record.py", *_without_note(argv)])
+                          + (" --note '...' (the paragraph below)" if args.note else ""))
     print(readme.read_text())
     if args.section:
         from histoclr.docs_sections import RESULTS, write_section

@@ -42,11 +42,11 @@ def init_sha256(init: str) -> str | None:
         raise InputFileError(path, "backbone file not found") from None    # as loading it says
     except OSError as e:
         raise InputFileError(path, f"backbone file not readable ({e.strerror})") from None
-    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
     return sha256_file(path)
 
 

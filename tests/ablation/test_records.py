@@ -131,7 +131,7 @@ def test_sync_writes_the_records_of_a_running_sweep_and_rejects_a_broken_one(swe
     edited = sorted((records / "cells").glob("*.json"))[1]
     rec = json.loads(edited.read_text())
     edited.write_text(json.dumps({**rec, "init_sha256": "0" * 64 if rec["init_sha256"] is None else None}))
-    with pytest.raises(HistoclrError, match=f"{edited}: its cell key or snapshot sha256 is not the one"):
+    with pytest.raises(HistoclrError, match=f"{edited}: its snapshot sha256 is not that of "):
         run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'e.db'}", cell_runner=FakeFinetune(), echo=lambda s: None)
     edited.write_text(json.dumps(rec))
 

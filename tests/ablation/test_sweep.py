@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from histoclr.ablation.report import build_report
+from histoclr.ablation.report import build_report, collect_runs
 from histoclr.ablation.sweep import CELL_TAG, METRIC_NAMES, PARAM_NAMES, run_sweep
 from histoclr.config import load_config
 from histoclr.config.ablation import AblationConfig
@@ -393,3 +393,36 @@ def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it
                   tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", echo=lambda s: None, cell_runner=runner)
     assert calls == [0]
     assert not list((tmp_path / "records").glob("cells/*.json"))
+
+    # started again on the new weights: both cells train; the cell of the old weights leaves the tables
+    from histoclr.ablation.records import SUPERSEDED_TAG
+    from histoclr.tracking import child_runs
+
+    def plain(fcfg, parent_run_id, extra_tags):
+        from histoclr.tracking import open_run
+
+        calls.append(fcfg.seed)
+        open_run("rewrite", "cell", tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
+                 parent_run_id=parent_run_id).end("FINISHED")
+        return {}
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    said = []
+    res = run_sweep(load_config(AblationConfig, tmp_path / "sweep.yaml"), tracking_uri=uri, echo=said.append,
+                    cell_runner=plain)
+    assert calls == [0, 0, 1] and len(res.finished) == 2
+    old = [r for r in child_runs(res.parent_run_id, uri) if SUPERSEDED_TAG in r.data.tags]
+    assert len(old) == 1 and old[0].info.status == "KILLED"
+    assert any("1 finished cell(s) of this sweep match no planned cell" in s for s in said), said
+    assert len(collect_runs(res.parent_run_id, uri)) == 2
+
+    # rewritten after the sweep planned its cells but before the first one starts: nothing trains
+    def rewrite_on_start(line):
+        if line.startswith(("started sweep", "resuming sweep")):
+            save_backbone(snap, build_encoder("resnet18"), "resnet18", {})
+
+    cfg = load_config(AblationConfig, tmp_path / "sweep.yaml")
+    cfg.records_dir = None
+    with pytest.raises(HistoclrError, match=r"snap.pt: the snapshot changed while the sweep ran"):
+        run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'b.db'}", echo=rewrite_on_start, cell_runner=plain)
+    assert calls == [0, 0, 1]
