@@ -38,6 +38,7 @@ local checkpoint file (what ``histoclr.seg.model.load_seg_checkpoint`` does with
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import socket
@@ -89,6 +90,7 @@ def env_tags() -> dict[str, str]:
     return {k.strip(): v.strip() for k, sep, v in items if sep and k.strip()}
 
 
+@functools.lru_cache(maxsize=1)
 def machine_description() -> str:
     """One line: CPU cores and model, memory, OS and Python version."""
     cpu = platform.processor() or platform.machine()

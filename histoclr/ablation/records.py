@@ -137,11 +137,13 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
             raise HistoclrError(f"{path}: its snapshot sha256 is not that of {fcfg.init} now (the snapshot was "
                                 "rewritten while the sweep started, or the record edited by hand): start the sweep "
                                 "again once the snapshot is final, or delete the record to train that cell again")
-        # the init as this checkout resolves it: the report groups cells by it (the record's may be
-        # another machine's absolute path to the same weights, as the sha256 just checked says)
-        params = {**rec["params"], "init": fcfg.init}
-        run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=params,
-                       tags={**rec["tags"], cell_tag: key, RESTORED_TAG: rec["source_run_id"]},
+        # the record's init may be another checkout's path to the same weights (the sha256 just
+        # checked says so): the report groups by this checkout's path, set as INIT_TAG
+        tags = {k: v for k, v in rec["tags"].items() if k != INIT_TAG}
+        if rec["params"].get("init") != fcfg.init:
+            tags[INIT_TAG] = fcfg.init
+        run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=rec["params"],
+                       tags={**tags, cell_tag: key, RESTORED_TAG: rec["source_run_id"]},
                        parent_run_id=parent.run_id, start_time=rec.get("start_time"))
         try:
             _log_history(run, rec["metrics"])

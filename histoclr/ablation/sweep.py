@@ -411,19 +411,20 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
 
 
 def _supersede_unplanned(parent: Run, planned, uri: str, echo) -> None:
-    """End KILLED (tagged :data:`SUPERSEDED_TAG`) the finished children whose cell this sweep no
-    longer plans: cells of a snapshot since rewritten with other weights (or of another config)
-    would otherwise stand beside the new ones in the same arm of the report."""
-    keys = {key for _, _, key in planned}
+    """End KILLED (tagged :data:`SUPERSEDED_TAG`) the finished children of a planned cell (same run
+    name: init, freeze, budget, seed) under another cell key: cells of a snapshot since rewritten
+    with other weights (or of a changed config) would otherwise stand beside the new ones in the
+    same arm of the report. Children of cells the grid no longer lists are left as they are."""
+    keys = {cell.label: key for cell, _, key in planned}
     old = [r for r in child_runs(parent.run_id, uri)
-           if r.info.status == "FINISHED" and r.data.tags.get(CELL_TAG) not in keys]
+           if r.info.status == "FINISHED" and r.info.run_name in keys and r.data.tags.get(CELL_TAG) != keys[r.info.run_name]]
     for r in old:
         run = Run.attach(r.info.run_id, uri)
-        run.set_tags({SUPERSEDED_TAG: "not a cell of this sweep as planned now (other snapshot weights or config)"})
+        run.set_tags({SUPERSEDED_TAG: "its cell is planned now with other snapshot weights or config"})
         run.end("KILLED")
     if old:
-        echo(f"{len(old)} finished cell(s) of this sweep match no planned cell (a snapshot rewritten with other "
-             "weights, or another config): ended KILLED, tagged histoclr.superseded, left out of the tables")
+        echo(f"{len(old)} finished cell(s) of this sweep were trained from other snapshot weights or another config "
+             "than planned now: ended KILLED, tagged histoclr.superseded, left out of the tables")
 
 
 def _check_unchanged(fcfg, key: str) -> None:

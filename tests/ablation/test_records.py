@@ -166,9 +166,11 @@ def test_a_checkout_elsewhere_restores_under_its_own_snapshot_path(sweep_cfg, tm
     fresh = FakeFinetune()
     res = run_sweep(cfg, tracking_uri=uri, cell_runner=fresh, echo=lambda s: None)
     assert fresh.trained == [] and len(res.reused) == 4
-    inits = {r.data.params["init"] for r in MlflowClient(uri).search_runs(
+    runs = collect_runs(res.parent_run_id, uri)
+    assert set(runs["init"]) == {"random", f"simclr:{moved.resolve()}"}   # the report groups by this checkout's path
+    params = {r.data.params["init"] for r in MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("recorded").experiment_id]) if "init" in r.data.params}
-    assert inits == {"random", f"simclr:{moved.resolve()}"}       # the report groups by this checkout's path
+    assert params == {"random", f"simclr:{snap.resolve()}"}      # the params stay as the cell was trained
 
     cfg.inits = ["random", f"simclr:{snap}", f"simclr:{moved}"]   # two names for one snapshot: one cell
     with pytest.raises(HistoclrError, match="are the same cell"):
@@ -290,3 +292,36 @@ def test_cells_of_a_moved_snapshot_stay_one_arm_in_the_same_store(sweep_cfg, tmp
     runs = collect_runs(res.parent_run_id, uri)
     assert sorted(set(runs["init"])) == ["random", f"simclr:{moved.resolve()}"]
     assert (runs["init"] != "random").sum() == 2
+
+
+def test_a_narrower_grid_leaves_finished_cells_alone_and_overrides_make_a_sweep_apart(sweep_cfg, tmp_path,
+                                                                                        monkeypatch):
+    """Only a planned cell trained from other weights or config is superseded: a grid that lists
+    fewer seeds keeps the finished cells of the others. A sweep with CLI overrides is a sweep of its
+    own (its own parent run, no records), so a smoke run cannot supersede the recorded one."""
+    from click.testing import CliRunner
+
+    import histoclr.ablation.sweep as sweep
+    from histoclr.cli import cli
+
+    cfg, _ = sweep_cfg
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    first = run_sweep(cfg, tracking_uri=uri, cell_runner=FakeFinetune(), echo=lambda s: None)
+    cfg.seeds = [0]
+    again = FakeFinetune()
+    said = []
+    res = run_sweep(cfg, tracking_uri=uri, cell_runner=again, echo=said.append)
+    assert res.parent_run_id == first.parent_run_id and again.trained == [] and len(res.reused) == 2
+    assert not any("superseded" in s for s in said), said
+    assert len(collect_runs(res.parent_run_id, uri)) == 4
+
+    seen = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda c, over, tracking_uri=None, echo=print: seen.append((c, over))
+                        or sweep.SweepResult(first.parent_run_id, ""))
+    out = CliRunner().invoke(cli, ["ablate", str(tmp_path / "sweep.yaml"), "finetune.train.epochs=1",
+                                   "--tracking-uri", uri])
+    assert out.exit_code == 0, out.output
+    (c, over), = seen
+    assert c.sweep_name == "recorded finetune.train.epochs=1" and c.records_dir is None and over == ["train.epochs=1"]
+    assert sweep._sweep_key(c) != sweep._sweep_key(cfg)
+    assert "its cells are not recorded in" in out.output

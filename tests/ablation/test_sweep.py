@@ -383,7 +383,7 @@ def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it
         from histoclr.tracking import open_run
 
         calls.append(fcfg.seed)
-        open_run("rewrite", "cell", tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
+        open_run("rewrite", fcfg.tracking.run_name, tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
                  parent_run_id=parent_run_id).end("FINISHED")
         save_backbone(snap, build_encoder("resnet18"), "resnet18", {})
         return {}
@@ -402,7 +402,7 @@ def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it
         from histoclr.tracking import open_run
 
         calls.append(fcfg.seed)
-        open_run("rewrite", "cell", tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
+        open_run("rewrite", fcfg.tracking.run_name, tracking_uri=fcfg.tracking.tracking_uri, tags=extra_tags,
                  parent_run_id=parent_run_id).end("FINISHED")
         return {}
 
@@ -413,7 +413,7 @@ def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it
     assert calls == [0, 0, 1] and len(res.finished) == 2
     old = [r for r in child_runs(res.parent_run_id, uri) if SUPERSEDED_TAG in r.data.tags]
     assert len(old) == 1 and old[0].info.status == "KILLED"
-    assert any("1 finished cell(s) of this sweep match no planned cell" in s for s in said), said
+    assert any("1 finished cell(s) of this sweep were trained from other snapshot weights" in s for s in said), said
     assert len(collect_runs(res.parent_run_id, uri)) == 2
 
     # rewritten after the sweep planned its cells but before the first one starts: nothing trains
