@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from histoclr.config.loader import config_to_dict
 from histoclr.ssl.model import save_backbone
-from histoclr.ssl.trainer import _git_commit
 
 
 def snapshot_path(out_dir: str | Path, step: int) -> Path:
@@ -62,7 +61,7 @@ class Snapshots:
             return
 
         path = snapshot_path(trainer.out_dir, step)
-        meta = {"step": step, "run_id": trainer.run_id, "git_commit": _git_commit(),
+        meta = {"step": step, "run_id": trainer.run_id, "git_commit": trainer.git_commit,
                 "config": config_to_dict(trainer.cfg), "data": self.data_meta}
         save_backbone(path, trainer.model.encoder, trainer.cfg.model.arch, metadata=meta)
         self.written.append(path)

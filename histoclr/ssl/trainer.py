@@ -205,6 +205,7 @@ class SimCLRTrainer:
                  on_step: Callable[[SimCLRTrainer, Any], None] | None = None):
         cfg.validate()
         self.cfg = cfg
+        self.git_commit = _git_commit()   # the code this process runs, even if the checkout moves on
         self.dataset = dataset
         self.extra_params = dict(extra_params or {})
         self.extra_tags = dict(extra_tags or {})
@@ -411,7 +412,7 @@ class SimCLRTrainer:
             self.save_checkpoint()
         if dist.is_main:
             meta = {"config": config_to_dict(self.cfg), "run_id": self.run_id, "step": self.step,
-                    "git_commit": _git_commit()}
+                    "git_commit": self.git_commit}
             save_backbone(self.backbone_path, self.model.encoder, self.cfg.model.arch, metadata=meta)
             run.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()}, step=self.step)
             run.log_artifact(self.backbone_path)
@@ -460,7 +461,7 @@ class SimCLRTrainer:
                 "step": self.step, "epoch": epoch,
                 "sampler": {"seed": self.cfg.train.seed, "epoch": epoch, "batch_in_epoch": start_batch,
                             "world_size": self.dist.world_size, "batch_size": self.cfg.train.batch_size},
-                "rng": rng, "config": config_to_dict(self.cfg), "git_commit": _git_commit(),
+                "rng": rng, "config": config_to_dict(self.cfg), "git_commit": self.git_commit,
                 "run_id": self.run_id,
             }
             try:

@@ -114,7 +114,9 @@ def test_nan_loss_aborts_naming_the_step(tmp_path):
     assert not (tmp_path / "backbone.pt").exists()
 
 
-def test_checkpoint_backbone_and_mlflow_contents(tmp_path):
+def test_checkpoint_backbone_and_mlflow_contents(tmp_path, monkeypatch):
+    import histoclr.ssl.trainer as trainer_mod
+
     calls = []
 
     def on_end(trainer, mlflow_mod):
@@ -123,16 +125,19 @@ def test_checkpoint_backbone_and_mlflow_contents(tmp_path):
 
     preview = [np.full((24, 24, 3), 200, np.uint8), np.zeros((24, 24, 3), np.uint8)]
     cfg = tiny_cfg(tmp_path / "run", max_steps=3, log_every=2)
-    result = SimCLRTrainer(cfg, BlockImages(8, labelled=True), extra_params={"data.n_images": 8},
-                           extra_tags={"dataset": "blocks"}, on_end=on_end, preview_images=preview).fit()
-    # checkpoint: every state, the config and the commit
+    trainer = SimCLRTrainer(cfg, BlockImages(8, labelled=True), extra_params={"data.n_images": 8},
+                            extra_tags={"dataset": "blocks"}, on_end=on_end, preview_images=preview)
+    monkeypatch.setattr(trainer_mod, "git_commit", lambda: "checkout-moved-on")   # a commit made while it runs
+    result = trainer.fit()
+    # checkpoint: every state, the config and the commit of the code the process started with
     ckpt = load_checkpoint(result.checkpoint_path)
     assert result.checkpoint_path == tmp_path / "run/checkpoints/last.pt"
     assert {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "sampler", "rng", "config",
             "git_commit", "run_id"} <= set(ckpt)
     assert ckpt["step"] == 3 and ckpt["epoch"] == 1 and ckpt["sampler"]["batch_in_epoch"] == 1
     assert ckpt["config"] == config_to_dict(cfg) and ckpt["run_id"] == result.run_id
-    assert ckpt["git_commit"] and set(ckpt["rng"][0]) >= {"torch", "numpy", "python"}
+    assert ckpt["git_commit"] == trainer.git_commit != "checkout-moved-on"
+    assert set(ckpt["rng"][0]) >= {"torch", "numpy", "python"}
     assert ckpt["scheduler"]["last_epoch"] == 3
     # backbone: strict load into torchvision's resnet18 (minus fc) and into an smp encoder
     import segmentation_models_pytorch as smp
