@@ -19,7 +19,7 @@ run_in_background() {
         echo "already running: pid $(cat "$dir/pid") (log: $dir/log.txt)"
         return 0
     fi
-    nohup "$@" >> "$dir/log.txt" 2>&1 &
+    setsid nohup "$@" >> "$dir/log.txt" 2>&1 &   # its own session: a closed shell or tool does not take it along
     echo $! > "$dir/pid"
     echo "started: pid $! (log: $dir/log.txt)"
 }
