@@ -13,7 +13,7 @@
 #   grep -E "^\[|cell" runs/ssl_curve/log.txt | tail   # cells done so far
 #   git add docs/ssl_curve_cpu_run && git commit -m "SSL curve: cell records"   # keep them
 #   kill "$(cat runs/ssl_curve/pid)"                   # stop (re-run the script to resume)
-# Extra arguments go to `histoclr ablate` as overrides: a sweep apart from the recorded one (no records).
+# Extra arguments go to `histoclr ablate` as overrides of the sweep config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for snap in runs/pretrain_dense_cpu/snapshots/backbone_step000250.pt runs/pretrain_dense_cpu/snapshots/backbone_step002000.pt \

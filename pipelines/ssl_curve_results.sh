@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 note=docs/ssl_curve_cpu_run/note.md
+[[ -f $note ]] || echo "warning: $note is missing: the section gets no paragraph on what the numbers say" >&2
 .venv/bin/python pipelines/ablation_results.py --experiment histoclr-ssl-curve --section "SSL curve (CPU)" \
     --img ssl_curve --out runs/ssl_curve_report --note "$(cat "$note" 2>/dev/null || true)" \
     --command "bash pipelines/ssl_curve.sh && bash pipelines/ssl_curve_results.sh" "$@"

@@ -32,8 +32,8 @@ RESTORED_TAG = "histoclr.restored_from"
 #: snapshot weights (the cell key says so) at another path, e.g. a checkout or folder moved after
 #: the cell trained. The report groups by it, so one snapshot is one arm.
 INIT_TAG = "histoclr.init"
-#: Set on a finished child whose cell the sweep no longer plans (other snapshot weights or config):
-#: the sweep also ends it KILLED, so no table, record or registration counts it.
+#: Set on a finished child of a planned cell (same run name) under a key no planned cell has (other
+#: snapshot weights or config): the sweep also ends it KILLED, so no table, record or registration counts it.
 SUPERSEDED_TAG = "histoclr.superseded"
 #: Tags MLflow sets for the process that logged a run: not the cell's, not restored.
 #: A cell's registration belongs to the store it was registered in.

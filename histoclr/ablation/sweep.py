@@ -412,12 +412,13 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
 
 def _supersede_unplanned(parent: Run, planned, uri: str, echo) -> None:
     """End KILLED (tagged :data:`SUPERSEDED_TAG`) the finished children of a planned cell (same run
-    name: init, freeze, budget, seed) under another cell key: cells of a snapshot since rewritten
+    name: init file name, freeze, budget, seed) under a key no planned cell has: cells of a snapshot since rewritten
     with other weights (or of a changed config) would otherwise stand beside the new ones in the
     same arm of the report. Children of cells the grid no longer lists are left as they are."""
-    keys = {cell.label: key for cell, _, key in planned}
+    by_name = {cell.label: key for cell, _, key in planned}
+    keys = set(by_name.values())
     old = [r for r in child_runs(parent.run_id, uri)
-           if r.info.status == "FINISHED" and r.info.run_name in keys and r.data.tags.get(CELL_TAG) != keys[r.info.run_name]]
+           if r.info.status == "FINISHED" and r.info.run_name in by_name and r.data.tags.get(CELL_TAG) not in keys]
     for r in old:
         run = Run.attach(r.info.run_id, uri)
         run.set_tags({SUPERSEDED_TAG: "its cell is planned now with other snapshot weights or config"})

@@ -24,8 +24,7 @@ def ablate(config_path: str, overrides: tuple[str, ...], tracking_uri: str | Non
     registered in the MLflow Model Registry (histoclr predict --model models:/NAME/VERSION). Prints
     the link to the experiment's runs in the MLflow UI. Overrides
     KEY=VALUE apply to the sweep config (seeds=[0,1]) or, prefixed with `finetune.`, to every
-    cell's fine-tuning config (finetune.train.steps=50); a sweep with overrides is a sweep of its own
-    (its parent run is named after them) and writes no records. Exit status 1 if any cell (or the registration) failed.
+    cell's fine-tuning config (finetune.train.steps=50). Exit status 1 if any cell (or the registration) failed.
     With `records_dir` in CONFIG each finished cell is also written there as a small JSON record
     (commit it): a sweep on a fresh tracking store restores those cells instead of training them.
     """
@@ -38,14 +37,6 @@ def ablate(config_path: str, overrides: tuple[str, ...], tracking_uri: str | Non
     sweep_over = [o for o in overrides if not o.startswith("finetune.")]
     cell_over = [o[len("finetune."):] for o in overrides if o.startswith("finetune.")]
     cfg = load_config(AblationConfig, config_path, sweep_over)
-    if overrides and not sync_records:
-        # another config than the file's: its own parent run, so the file's finished cells are not
-        # superseded by it; its cells are not written among the file's records
-        cfg.sweep_name = f"{cfg.sweep_name} {' '.join(overrides)}"
-        if cfg.records_dir:
-            click.echo(f"overrides given: sweep {cfg.sweep_name!r} is apart from the config's own (its cells are "
-                       f"not recorded in {cfg.records_dir}; edit the config to change the recorded sweep)")
-            cfg.records_dir = None
     if sync_records:
         sync(cfg, cell_over, tracking_uri=tracking_uri, echo=click.echo)
         return
