@@ -188,6 +188,7 @@ def test_snapshots_load_strictly_into_the_seg_model_and_name_step_and_data(image
     from histoclr.pretrain.run import pretrain
     from histoclr.seg.model import build_seg_model, init_encoder
     from histoclr.ssl.model import load_backbone
+    from histoclr.ssl.trainer import load_checkpoint
 
     out = tmp_path / "run"
     cfg = dense_cfg(images, *TINY, "data.dense.sources=[imgs]", "data.dense.assume_mpp=0.25",
@@ -203,6 +204,7 @@ def test_snapshots_load_strictly_into_the_seg_model_and_name_step_and_data(image
         assert info["pretrain_run_id"] == result.run_id
         meta = load_backbone(path).metadata
         assert meta["step"] == step and meta["data"]["mode"] == "dense"
+        assert meta["git_commit"] == load_checkpoint(out / "checkpoints" / "last.pt")["git_commit"]   # one commit a run
         assert meta["data"]["manifest_sha256"] == sha256_file(out / DENSE_MANIFEST)
         assert meta["data"]["excluded"] == ["b"] and "b" not in meta["data"]["train_sources"]
     client = mlflow.tracking.MlflowClient()
