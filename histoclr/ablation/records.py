@@ -139,7 +139,7 @@ def restore_records(records_dir: str | Path, experiment: str, parent: Run, plann
                                 "again once the snapshot is final, or delete the record to train that cell again")
         # the record's init may be another checkout's path to the same weights (the sha256 just
         # checked says so): the report groups by this checkout's path, set as INIT_TAG
-        tags = {k: v for k, v in rec["tags"].items() if k != INIT_TAG}
+        tags = dict(rec["tags"])   # INIT_TAG is not recorded (_SYSTEM_TAGS): it is this checkout's
         if rec["params"].get("init") != fcfg.init:
             tags[INIT_TAG] = fcfg.init
         run = open_run(experiment, rec["run_name"], tracking_uri=uri, params=rec["params"],

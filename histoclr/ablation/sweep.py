@@ -261,7 +261,7 @@ def run_sweep(cfg: AblationConfig, overrides: Sequence[str] = (), tracking_uri: 
     result = SweepResult(parent_id, parent.get().info.experiment_id)
     parent.set_tags({"cells_total": len(planned)})  # known from the start: a report of a running sweep says "n of N"
     try:
-        _supersede_unplanned(parent, planned, uri, echo)
+        _supersede_replanned(parent, planned, uri, echo)
         if cfg.records_dir:   # cells finished on another machine: restored, not trained again
             restore_records(cfg.records_dir, cfg.experiment, parent, planned, CELL_TAG, echo)
         _run_cells(cfg, planned, inits, parent, uri, cell_runner, result, echo)
@@ -410,11 +410,11 @@ def _run_cells(cfg, planned, inits, parent: Run, uri: str, cell_runner, result: 
             durations.append(max(time.time() - t0, trained_s))
 
 
-def _supersede_unplanned(parent: Run, planned, uri: str, echo) -> None:
+def _supersede_replanned(parent: Run, planned, uri: str, echo) -> None:
     """End KILLED (tagged :data:`SUPERSEDED_TAG`) the finished children of a planned cell (same run
-    name: init file name, freeze, budget, seed) under a key no planned cell has: cells of a snapshot since rewritten
-    with other weights (or of a changed config) would otherwise stand beside the new ones in the
-    same arm of the report. Children of cells the grid no longer lists are left as they are."""
+    name: init file name, freeze, budget, seed) under a key no planned cell has: cells of a
+    snapshot since rewritten with other weights (or of a changed config) would otherwise stand
+    beside the new ones in the same arm of the report. Children of cells the grid no longer lists are left as they are."""
     by_name = {cell.label: key for cell, _, key in planned}
     keys = set(by_name.values())
     old = [r for r in child_runs(parent.run_id, uri)

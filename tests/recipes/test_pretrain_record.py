@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -118,8 +119,6 @@ def test_a_longer_run_beside_the_shipped_one_says_how_it_resumes_and_refreshes(t
     assert (f"Refresh this record: `python pipelines/pretrain_record.py --run-dir {run_dir} --out {tmp_path / 'doc'} "
             f"--tracking-uri {uri} --section '' --resume-command '{resume}' --note '...' (the paragraph below)`.") in text
     assert text.rstrip().endswith("a long paragraph")
-    import pytest
-
     before = text
     for args in (["--out", str(tmp_path / "other")], ["--section", ""]):   # the shipped record's out or section
         with pytest.raises(SystemExit, match=f"error: --run-dir {run_dir} is not the shipped run"):
