@@ -106,13 +106,19 @@ def plot_paired_by_seed(by_seed, path: Path, margin: float = 0.03, metric_label:
 def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = None) -> str:
     """How far the sweep is: ``12 of 54 cells finished; ... provisional`` while it runs (or when it
     stopped short), ``54 of 54 cells finished`` once done. Cells recorded as skipped (the ImageNet
-    arm offline) are not counted as cells to finish."""
+    arm offline) are not counted as cells to finish; more finished cells than the last plan lists (a
+    narrower grid run last) are said to be so, not "4 of 2"."""
     run = Run.attach(parent_run_id, tracking_uri).get()
     status, tags = run.info.status, run.data.tags
     skipped = sum(1 for r in child_runs(parent_run_id, tracking_uri)
                   if r.info.status == "FINISHED" and r.data.tags.get("skipped") == "true")
     total = int(tags["cells_total"]) - skipped if tags.get("cells_total") else None
-    text = f"{finished} of {total} cells finished" if total is not None else f"{finished} cells finished"
+    if total is None:
+        text = f"{finished} cells finished"
+    elif finished > total:   # the sweep was last run with a narrower grid: the children of the wider one stand
+        text = f"{finished} cells finished ({total} in the sweep's last plan, the others from an earlier, wider grid)"
+    else:
+        text = f"{finished} of {total} cells finished"
     if skipped:
         text += f" ({skipped} more recorded as skipped)"
     if status == "RUNNING" or (total is not None and finished < total):

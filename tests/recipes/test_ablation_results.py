@@ -120,6 +120,20 @@ def test_sweep_state_says_provisional_until_every_cell_finished(tmp_path):
     assert "provisional" in sweep_state(run.info.run_id, 50, uri)  # finished with failed cells
 
 
+def test_sweep_state_names_cells_beyond_a_narrower_last_plan(tmp_path):
+    from mlflow import MlflowClient
+
+    from histoclr.recipes.ablation_results import sweep_state
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("sweep"), tags={"cells_total": "2"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    text = sweep_state(run.info.run_id, 4, uri)
+    assert text.startswith("4 cells finished (2 in the sweep's last plan") and "4 of 2" not in text
+    assert "provisional" not in text
+
+
 def test_budgets_are_named_by_their_image_count_where_it_is_known():
     from histoclr.ablation.report import budget_labels
     from histoclr.recipes.ablation_results import by_seed_table, paired_by_seed
