@@ -19,7 +19,9 @@ run_in_background() {
         echo "already running: pid $(cat "$dir/pid") (log: $dir/log.txt)"
         return 0
     fi
-    setsid nohup "$@" >> "$dir/log.txt" 2>&1 &   # its own session: a closed shell or tool does not take it along
-    echo $! > "$dir/pid"
-    echo "started: pid $! (log: $dir/log.txt)"
+    # its own session: a closed shell or tool does not take it along. Without job control (set +m), so
+    # the job is no process-group leader and setsid runs it in place: $! is the job, not a setsid that
+    # forked and exited (what a shell with job control, one that sourced this file, would get)
+    ( set +m; setsid nohup "$@" >> "$dir/log.txt" 2>&1 & echo $! > "$dir/pid" )
+    echo "started: pid $(cat "$dir/pid") (log: $dir/log.txt)"
 }

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -84,6 +86,23 @@ def test_an_exited_but_unreaped_process_is_not_running(tmp_path):
     (tmp_path / "pid").write_text(str(os.getpid()))  # this test's own process: alive
     assert subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "alive"
     child.wait()
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) (util-linux) for a terminal with job control")
+def test_the_pid_file_names_the_job_when_sourced_in_a_shell_with_job_control(tmp_path):
+    # an interactive shell (job control on, under a pseudo-terminal from script(1)) makes each
+    # background job a process-group leader, and setsid then forks: the pid file must still name the job
+    inner = (f"source {REPO / 'pipelines' / 'background.sh'}; run_in_background {tmp_path} sleep 20; "
+             f"sleep 0.5; is_running {tmp_path} && echo alive || echo gone")
+    out = subprocess.run(["script", "-qc", f'bash --norc -i -c "{inner}"', "/dev/null"], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL).stdout
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        assert "alive" in out and "gone" not in out
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"20"]
+        assert os.getsid(pid) == pid   # its own session: closing the shell does not take it along
+    finally:
+        os.kill(pid, 15)
 
 
 def test_pretrain_long_passes_overrides_and_a_longer_run_gets_its_own_folder(tmp_path):
