@@ -37,7 +37,7 @@ from histoclr.manifests.pairs import read_pairs_manifest
 from histoclr.progress import progress_bar
 from histoclr.seg.baseline import classical_references
 from histoclr.seg.model import load_seg_checkpoint
-from histoclr.seg.naming import finetune_run_name, init_identity
+from histoclr.seg.naming import display_init, finetune_run_name, init_identity
 from histoclr.seg.train import BEST, run_finetune, select_pairs
 from histoclr.ssl.model import imagenet_state_dict, load_backbone
 from histoclr.tracking import (
@@ -216,6 +216,12 @@ def _plan(cfg: AblationConfig, overrides: Sequence[str], uri: str, out_dir: Path
                                 "(same config and same snapshot weights): list each init once")
         fcfg.out_dir = str(out_dir / "cells" / key[:12])
         planned.append((cell, fcfg, key))
+    named: dict[str, str] = {}
+    for init in cfg.inits:   # other weights under one file name: run names and report arms would merge them
+        first = named.setdefault(display_init(init), init)
+        if first != init:
+            raise HistoclrError(f"ablation: inits {first!r} and {init!r} have the same file name, so their cells "
+                                "would share run names and report arms: link or copy one under another name")
     return inits, planned
 
 

@@ -359,6 +359,29 @@ def test_cell_key_names_a_snapshot_by_its_weights_not_its_path(tmp_path):
         key(f"simclr:{tmp_path / 'missing.pt'}")
 
 
+def test_two_snapshots_with_one_file_name_fail_before_any_run(tmp_path):
+    import torch
+    from mlflow import MlflowClient
+
+    from histoclr.ssl.model import build_encoder, save_backbone
+
+    torch.manual_seed(0)
+    a = save_backbone(tmp_path / "run_a" / "backbone_step002000.pt", build_encoder("resnet18"), "resnet18", {})
+    b = save_backbone(tmp_path / "run_b" / "backbone_step002000.pt", build_encoder("resnet18"), "resnet18", {})
+    pairs = write_synthetic_pairs(tmp_path / "data")
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump({"pairs": str(pairs), "data_root": str(tmp_path / "data"),
+                                                      "model": {"encoder": "resnet18"}, "data": {"mpp": None}}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "experiment": "names", "sweep_name": "names", "finetune_config": str(tmp_path / "ft.yaml"),
+        "inits": ["random", f"simclr:{a}", f"simclr:{b}"], "freezes": ["none"], "label_counts": [1],
+        "seeds": [0], "out_dir": str(tmp_path / "ablation"), "register_as": None}))
+    cfg = load_config(AblationConfig, tmp_path / "sweep.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(HistoclrError, match="have the same file name"):
+        run_sweep(cfg, tracking_uri=uri, cell_runner=lambda *a, **k: pytest.fail("trained"), echo=lambda s: None)
+    assert MlflowClient(uri).get_experiment_by_name("names") is None   # nothing was opened
+
+
 def test_a_snapshot_rewritten_during_the_sweep_stops_it_before_a_record_names_it(tmp_path):
     """Cells are keyed by their snapshot's sha256: when a pretraining run rewrites the file while the
     sweep runs, the sweep stops with one line instead of recording the cell under weights it did not
