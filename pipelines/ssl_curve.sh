@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The SSL curve sweep (configs/ablation/ssl_curve_cpu.yaml: 72 fine-tuning cells, random init and
-# the pretraining snapshots of steps 250, 2000 and 4000, 1 / 2 / 10 labelled images, 3 seeds), in the
+# The SSL curve sweep (configs/ablation/ssl_curve_cpu.yaml: 90 fine-tuning cells, random init and
+# the pretraining snapshots of steps 250, 2000, 4000 and 8000, 1 / 2 / 10 labelled images, 3 seeds), in the
 # background, logged to runs/ssl_curve/log.txt (appended). The target's 24 cells run first (the
 # config's run_first), each block seed by seed, so every finished seed of a block is a complete paired
 # comparison. Re-running this script resumes: finished cells
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for snap in runs/pretrain_dense_cpu/snapshots/backbone_step000250.pt runs/pretrain_dense_cpu/snapshots/backbone_step002000.pt \
-            runs/pretrain_dense_cpu_4k/snapshots/backbone_step004000.pt; do
+            runs/pretrain_dense_cpu_4k/snapshots/backbone_step004000.pt runs/pretrain_dense_cpu_8k/snapshots/backbone_step008000.pt; do
     [[ -f $snap ]] || { echo "error: $snap is missing: finish its run of bash pipelines/pretrain_long.sh first (see configs/ablation/ssl_curve_cpu.yaml)"; exit 1; }
 done
 source pipelines/background.sh

@@ -95,7 +95,7 @@ def test_the_pid_file_names_the_job_when_sourced_in_a_shell_with_job_control(tmp
     inner = (f"source {REPO / 'pipelines' / 'background.sh'}; run_in_background {tmp_path} sleep 20; "
              f"sleep 0.5; is_running {tmp_path} && echo alive || echo gone")
     out = subprocess.run(["script", "-qc", f'bash --norc -i -c "{inner}"', "/dev/null"], capture_output=True,
-                         text=True, timeout=30, stdin=subprocess.DEVNULL).stdout
+                         text=True, timeout=30, stdin=subprocess.DEVNULL, check=False).stdout
     pid = int((tmp_path / "pid").read_text())
     try:
         assert "alive" in out and "gone" not in out
