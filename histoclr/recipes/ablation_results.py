@@ -115,13 +115,16 @@ def sweep_state(parent_run_id: str, finished: int, tracking_uri: str | None = No
     total = int(tags["cells_total"]) - skipped if tags.get("cells_total") else None
     if total is None:
         text = f"{finished} cells finished"
-    elif finished > total:   # the sweep was last run with a narrower grid: the children of the wider one stand
-        text = f"{finished} cells finished ({total} in the sweep's last plan, the others from an earlier, wider grid)"
+    elif finished > total:   # the sweep was last run with another grid: the children of the earlier one stand
+        text = f"{finished} cells finished ({total} in the sweep's last plan, the others from an earlier grid)"
     else:
         text = f"{finished} of {total} cells finished"
     if skipped:
         text += f" ({skipped} more recorded as skipped)"
-    if status == "RUNNING" or (total is not None and finished < total):
+    failed = int(tags.get("cells_failed") or 0)   # the last plan's failures, whatever older cells stand
+    if failed:
+        text += f"; {failed} cell(s) of the last plan failed"
+    if status == "RUNNING" or failed or (total is not None and finished < total):
         text += "; the sweep is still running or was stopped part-way, so every number here is provisional"
     return text
 

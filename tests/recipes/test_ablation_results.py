@@ -132,6 +132,9 @@ def test_sweep_state_names_cells_beyond_a_narrower_last_plan(tmp_path):
     text = sweep_state(run.info.run_id, 4, uri)
     assert text.startswith("4 cells finished (2 in the sweep's last plan") and "4 of 2" not in text
     assert "provisional" not in text
+    client.set_tag(run.info.run_id, "cells_failed", "1")   # the narrower plan failed a cell: older ones do not hide it
+    assert "1 cell(s) of the last plan failed" in sweep_state(run.info.run_id, 4, uri)
+    assert "provisional" in sweep_state(run.info.run_id, 4, uri)
 
 
 def test_budgets_are_named_by_their_image_count_where_it_is_known():
