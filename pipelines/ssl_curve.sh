@@ -16,9 +16,11 @@
 # Extra arguments go to `histoclr ablate` as overrides of the sweep config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for snap in runs/pretrain_dense_cpu/snapshots/backbone_step000250.pt runs/pretrain_dense_cpu/snapshots/backbone_step002000.pt \
-            runs/pretrain_dense_cpu_4k/snapshots/backbone_step004000.pt runs/pretrain_dense_cpu_8k/snapshots/backbone_step008000.pt; do
+config=configs/ablation/ssl_curve_cpu.yaml
+# the config's snapshot inits (one list: a new init is added there only)
+for snap in $(.venv/bin/python -c 'import sys, yaml
+print("\n".join(i.split(":", 1)[1] for i in yaml.safe_load(open(sys.argv[1]))["inits"] if i.startswith("simclr:")))' "$config"); do
     [[ -f $snap ]] || { echo "error: $snap is missing: finish its run of bash pipelines/pretrain_long.sh first (see configs/ablation/ssl_curve_cpu.yaml)"; exit 1; }
 done
 source pipelines/background.sh
-TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate configs/ablation/ssl_curve_cpu.yaml "$@"
+TQDM_MININTERVAL=30 run_in_background runs/ssl_curve .venv/bin/python -m histoclr ablate "$config" "$@"
